@@ -1,0 +1,287 @@
+//! Application state, the router with its middleware, background maintenance and `serve`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::directory::Directory;
+use crate::domain::Clock;
+use crate::domain::crypto::MasterKeys;
+use crate::domain::ids::{Env, Kind, format};
+use crate::domain::keys::Schedule;
+use crate::error::Error;
+use crate::http::{self, auth::CallerCache, request_id};
+use crate::store::{self, Db};
+
+/// Knobs the request path needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub schedule: Schedule,
+    pub argon2_concurrency: usize,
+    pub refresh_interval: Duration,
+}
+
+impl Settings {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            body_limit: c.server.body_limit_bytes,
+            request_timeout: Duration::from_secs(c.server.request_timeout_seconds),
+            schedule: Schedule {
+                rotation_interval: c.keys.rotation_interval_seconds as i64,
+                max_age: c.keys.jwks_max_age_seconds as i64,
+                retention: c.keys.retired_retention_seconds as i64,
+            },
+            argon2_concurrency: c.server.argon2_concurrency,
+            refresh_interval: Duration::from_secs(c.keys.refresh_interval_seconds),
+        }
+    }
+}
+
+pub struct Inner {
+    pub db: Db,
+    pub master: MasterKeys,
+    pub directory: Directory,
+    pub clock: Clock,
+    pub settings: Settings,
+    pub callers: CallerCache,
+    pub touches: Touches,
+    pub http: reqwest::Client,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        db: Db,
+        master: MasterKeys,
+        clock: Clock,
+        settings: Settings,
+        default_project: Option<Uuid>,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|e| panic!("the HTTP client cannot be built: {e}"));
+        Self(Arc::new(Inner {
+            directory: Directory::new(db.clone(), master.clone(), default_project),
+            callers: CallerCache::new(settings.argon2_concurrency),
+            touches: Touches::default(),
+            db,
+            master,
+            clock,
+            settings,
+            http,
+        }))
+    }
+
+    /// One maintenance pass: converge every key ring, then reload the directory.
+    pub async fn maintain(&self) {
+        let now = self.clock.now();
+        if let Err(e) =
+            crate::keyring::converge_all(&self.db, &self.master, &self.settings.schedule, now).await
+        {
+            tracing::warn!(error = %e, "key ring maintenance failed; will retry");
+        }
+        if let Err(e) = self.directory.refresh().await {
+            tracing::warn!(error = %e, "directory refresh failed; serving the previous view");
+        }
+    }
+
+    /// Starts the background tasks: ring maintenance and directory refresh, and the
+    /// write-behind of `last_accessed_at`. They stop when `shutdown` fires.
+    pub fn spawn_background(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+        let refresh = {
+            let state = self.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(state.settings.refresh_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => state.maintain().await,
+                        _ = stop.changed() => break,
+                    }
+                }
+            })
+        };
+        let touches = {
+            let state = self.clone();
+            let mut stop = shutdown;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => state.touches.flush(&state.db).await,
+                        _ = stop.changed() => {
+                            state.touches.flush(&state.db).await;
+                            break;
+                        }
+                    }
+                }
+            })
+        };
+        vec![refresh, touches]
+    }
+}
+
+/// `last_accessed_at` touches not yet written. An authenticate that changes nothing else
+/// records its touch here and a task writes the batch every second: one database round trip
+/// per such request instead of two. Readers of a session consult the pending value, so the
+/// idle-timeout check in this instance sees every touch at once, and other instances see it
+/// within a second.
+#[derive(Default)]
+pub struct Touches(Mutex<HashMap<Uuid, i64>>);
+
+impl Touches {
+    pub fn record(&self, session: Uuid, at: i64) {
+        if let Ok(mut m) = self.0.lock() {
+            let slot = m.entry(session).or_insert(at);
+            *slot = (*slot).max(at);
+        }
+    }
+
+    pub fn pending(&self, session: Uuid) -> Option<i64> {
+        self.0.lock().ok().and_then(|m| m.get(&session).copied())
+    }
+
+    pub fn forget(&self, session: Uuid) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&session);
+        }
+    }
+
+    pub async fn flush(&self, db: &Db) {
+        let batch = match self.0.lock() {
+            Ok(mut m) if !m.is_empty() => std::mem::take(&mut *m),
+            _ => return,
+        };
+        let mut by_instant: HashMap<i64, Vec<Uuid>> = HashMap::new();
+        for (id, at) in &batch {
+            by_instant.entry(*at).or_default().push(*id);
+        }
+        for (at, ids) in by_instant {
+            if let Err(e) = store::sessions::touch(db, &ids, at).await {
+                tracing::warn!(error = %e, sessions = ids.len(), "last_accessed_at write-behind failed; requeued");
+                for id in ids {
+                    self.record(id, at);
+                }
+            }
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(http::sessions::routes())
+        .merge(http::users::routes())
+        .merge(http::magic_links::routes())
+        .merge(http::jwks::routes())
+        .merge(http::ops::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), read_body))
+        .layer(from_fn_with_state(state.clone(), deadline))
+        .layer(from_fn(request_context))
+        .with_state(state)
+}
+
+async fn not_found() -> Error {
+    Error::NotFound("No such endpoint.".into())
+}
+
+async fn method_not_allowed() -> Error {
+    Error::bad_request("This endpoint does not accept that HTTP method.")
+}
+
+/// Gives every request an id (body, header, logs) and one log line when it ends.
+async fn request_context(req: Request, next: Next) -> Response {
+    let id = format(Kind::Request, env_hint(&req), Uuid::new_v4());
+    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let started = Instant::now();
+    let mut response = request_id::scope(id.clone(), next.run(req).instrument(span.clone())).await;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "served"
+        )
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// The environment for the request id: the caller's project if it says, else `test`.
+fn env_hint(req: &Request) -> Env {
+    let live_basic = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .is_some_and(|d| d.starts_with(b"project-live-"));
+    if live_basic || req.uri().path().contains("project-live-") {
+        Env::Live
+    } else {
+        Env::Test
+    }
+}
+
+/// A request that runs past the deadline is answered 503; the caller may retry.
+async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.settings.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => Error::ServiceUnavailable.into_response(),
+    }
+}
+
+/// Reads the whole body (up to the limit) before any handler runs, on every path: a body
+/// left unread poisons the next request on a kept-alive connection.
+async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, state.settings.body_limit).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(_) => {
+            // The rest of the body is still on the wire: close the connection after this.
+            let mut r = Error::PayloadTooLarge(state.settings.body_limit).into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,527 @@
+//! Operator commands: serve, migrate, project …, keys …. They read the same configuration as
+//! the server and talk to the database directly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::admin::{self, AdminError};
+use crate::app::{self, AppState, Settings};
+use crate::config::{Config, DatabaseTarget, LogFormat};
+use crate::domain::crypto::MasterKeys;
+use crate::domain::ids::{self, Env, Kind, ProjectId};
+use crate::domain::{Clock, rfc3339};
+use crate::keyring;
+use crate::store::{self, Db};
+
+#[derive(Parser, Debug)]
+#[command(name = "hallpass", version, about = "A self-hosted session authority that speaks Stytch's Sessions API")]
+pub struct Cli {
+    /// A TOML file laid over the built-in defaults (config/default.toml lists every key).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    /// Create a project and print its credentials (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "test", value_parser = ["test", "live"])]
+        env: String,
+        /// Print {"project_id","secret"} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List projects.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a project's settings. A value of 0 (or "" for the URL) turns a setting off.
+    Update {
+        project_id: String,
+        #[arg(long, value_name = "URL")]
+        userinfo_url: Option<String>,
+        #[arg(long, value_name = "N")]
+        idle_timeout_minutes: Option<i64>,
+        #[arg(long, value_name = "N")]
+        absolute_lifetime_minutes: Option<i64>,
+    },
+    /// Issue a new secret (the old ones keep working), or with --revoke-old revoke every
+    /// secret but the newest.
+    RotateSecret {
+        project_id: String,
+        #[arg(long)]
+        revoke_old: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// List a project's signing keys and their schedule.
+    List {
+        project_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Promote the waiting key now.
+    Rotate {
+        project_id: String,
+        /// Rotate even if the waiting key was published less than 2 x max-age ago.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke a key at once: it leaves the JWKS and its JWTs are refused.
+    Revoke { project_id: String, kid: String },
+    /// Re-seal every private key under the newest HALLPASS_MASTER_KEY.
+    Reencrypt,
+}
+
+/// An error for the operator, printed without a backtrace.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
+
+impl From<AdminError> for Fatal {
+    fn from(e: AdminError) -> Self {
+        Fatal(e.to_string())
+    }
+}
+impl From<sqlx::Error> for Fatal {
+    fn from(e: sqlx::Error) -> Self {
+        Fatal(format!("database: {e}"))
+    }
+}
+impl From<keyring::RingError> for Fatal {
+    fn from(e: keyring::RingError) -> Self {
+        Fatal(e.to_string())
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<(), Fatal> {
+    let config = Config::load(cli.config.as_deref()).map_err(|e| Fatal(e.to_string()))?;
+    init_tracing(&config);
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let db = connect(&config).await?;
+            let applied = db.migrate().await?;
+            println!("{} migration(s) applied on {}", applied.len(), db.backend());
+            Ok(())
+        }
+        Command::Project(cmd) => project(config, cmd).await,
+        Command::Keys(cmd) => keys(config, cmd).await,
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless: the first subscriber stays.
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// Connects (waiting up to 30 s for a database that is still starting) and migrates.
+pub async fn connect(config: &Config) -> Result<Db, Fatal> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let db = loop {
+        let attempt = match config.database_target() {
+            DatabaseTarget::Postgres(url) => {
+                Db::connect_postgres(url.expose(), config.database.max_connections).await
+            }
+            DatabaseTarget::Sqlite(path) => {
+                Db::connect_sqlite(&path, config.database.max_connections).await
+            }
+        };
+        match attempt {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline && is_transient(&e) => {
+                tracing::warn!(error = %e, "database not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(Fatal(format!("cannot open the database: {e}"))),
+        }
+    };
+    db.migrate().await?;
+    Ok(db)
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+}
+
+/// The operator's master keys; with SQLite and none configured, one kept beside the file.
+pub fn master_keys(config: &Config) -> Result<MasterKeys, Fatal> {
+    let configured = config.security.master_key.expose().trim();
+    if !configured.is_empty() {
+        return MasterKeys::parse(configured).map_err(|e| Fatal(e.to_string()));
+    }
+    match config.database_target() {
+        DatabaseTarget::Postgres(_) => Err(Fatal(
+            "HALLPASS_MASTER_KEY is required with Postgres: it encrypts the private signing keys. \
+             Make one with: openssl rand -base64 32"
+                .into(),
+        )),
+        DatabaseTarget::Sqlite(db_path) => {
+            let path = master_key_path(&db_path);
+            if path.exists() {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| Fatal(format!("{}: {e}", path.display())))?;
+                return MasterKeys::parse(text.trim())
+                    .map_err(|e| Fatal(format!("{}: {e}", path.display())));
+            }
+            let key = MasterKeys::generate_encoded();
+            write_private_file(&path, &key)?;
+            tracing::warn!(
+                path = %path.display(),
+                "no HALLPASS_MASTER_KEY given: generated one beside the SQLite database; \
+                 back it up with the database, or set HALLPASS_MASTER_KEY"
+            );
+            MasterKeys::parse(&key).map_err(|e| Fatal(e.to_string()))
+        }
+    }
+}
+
+fn master_key_path(db_path: &Path) -> PathBuf {
+    db_path
+        .parent()
+        .map(|dir| dir.join("hallpass.master-key"))
+        .unwrap_or_else(|| PathBuf::from("hallpass.master-key"))
+}
+
+fn write_private_file(path: &Path, contents: &str) -> Result<(), Fatal> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| Fatal(format!("{}: {e}", path.display())))?;
+    file.write_all(contents.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| Fatal(format!("{}: {e}", path.display())))
+}
+
+async fn serve(config: Config) -> Result<(), Fatal> {
+    let started = std::time::Instant::now();
+    let db = connect(&config).await?;
+    let master = master_keys(&config)?;
+    let settings = Settings::from_config(&config);
+    let clock = Clock::system();
+    let now = clock.now();
+
+    let mut preferred = None;
+    if !config.bootstrap.project_id.is_empty() || !config.bootstrap.secret.is_empty() {
+        let url = Some(config.bootstrap.userinfo_url.as_str()).filter(|u| !u.is_empty());
+        let id = admin::bootstrap(
+            &db,
+            &master,
+            &settings.schedule,
+            &config.bootstrap.project_id,
+            config.bootstrap.secret.expose(),
+            url,
+            now,
+        )
+        .await?;
+        tracing::info!(project = %id, "bootstrap project ready");
+        preferred = Some(id.uuid);
+    } else if store::projects::list(&db).await?.is_empty() {
+        let creds = admin::create_project(&db, &master, &settings.schedule, "development", Env::Test, now).await?;
+        print_dev_credentials(&config, &creds);
+    }
+    if !config.bootstrap.default_project_id.is_empty() {
+        let id: ProjectId = config
+            .bootstrap
+            .default_project_id
+            .parse()
+            .map_err(|e| Fatal(format!("HALLPASS_DEFAULT_PROJECT_ID: {e}")))?;
+        preferred = Some(id.uuid);
+    }
+
+    let state = AppState::new(db.clone(), master, clock, settings, preferred);
+    state.maintain().await;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| Fatal(format!("cannot listen on {}: {e}", config.server.listen)))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = state.spawn_background(stop_rx);
+    tracing::info!(
+        listen = %config.server.listen,
+        database = db.backend(),
+        projects = state.directory.project_count(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "hallpass is serving"
+    );
+    app::serve(listener, state, shutdown_signal())
+        .await
+        .map_err(|e| Fatal(format!("server: {e}")))?;
+    tracing::info!("shutting down: finishing background work");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    db.close().await;
+    Ok(())
+}
+
+fn print_dev_credentials(config: &Config, creds: &admin::Credentials) {
+    let listen = config.server.listen;
+    println!();
+    println!("Created a development project (its secret is shown only now):");
+    println!("  project_id: {}", creds.project_id);
+    println!("  secret:     {}", creds.secret.expose());
+    println!();
+    println!("Try it:");
+    println!(
+        "  curl -u '{}:{}' -H 'Content-Type: application/json' -d '{{\"email\":\"ada@example.com\"}}' http://{listen}/v1/users",
+        creds.project_id,
+        creds.secret.expose()
+    );
+    println!();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
+    let db = connect(&config).await?;
+    let now = Clock::system().now();
+    match cmd {
+        ProjectCommand::Create { name, env, json } => {
+            let master = master_keys(&config)?;
+            let env: Env = env.parse().map_err(Fatal)?;
+            let schedule = Settings::from_config(&config).schedule;
+            let creds = admin::create_project(&db, &master, &schedule, &name, env, now).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"project_id": creds.project_id.to_string(), "secret": creds.secret.expose()})
+                );
+            } else {
+                println!("project_id: {}", creds.project_id);
+                println!("secret:     {}", creds.secret.expose());
+                println!("(the secret is shown only now; store it safely)");
+            }
+        }
+        ProjectCommand::List { json } => {
+            let rows = store::projects::list(&db).await?;
+            if json {
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "project_id": ids::format(Kind::Project, Env::from_live(p.live), p.id),
+                            "name": p.name,
+                            "userinfo_url": p.userinfo_url,
+                            "idle_timeout_minutes": p.idle_timeout_minutes,
+                            "absolute_lifetime_minutes": p.absolute_lifetime_minutes,
+                            "created_at": rfc3339(p.created_at),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                println!("{:<54} {:<20} {:<22} USERINFO_URL", "PROJECT_ID", "NAME", "CREATED");
+                for p in rows {
+                    println!(
+                        "{:<54} {:<20} {:<22} {}",
+                        ids::format(Kind::Project, Env::from_live(p.live), p.id),
+                        p.name,
+                        rfc3339(p.created_at),
+                        p.userinfo_url.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        ProjectCommand::Update {
+            project_id,
+            userinfo_url,
+            idle_timeout_minutes,
+            absolute_lifetime_minutes,
+        } => {
+            let mut row = admin::get_project(&db, &project_id).await?;
+            if let Some(url) = userinfo_url {
+                if url.is_empty() {
+                    row.userinfo_url = None;
+                } else {
+                    admin::validate_userinfo_url(&url)?;
+                    row.userinfo_url = Some(url);
+                }
+            }
+            let minutes = |name: &str, v: i64| -> Result<Option<i64>, Fatal> {
+                match v {
+                    0 => Ok(None),
+                    1..=527_040 => Ok(Some(v)),
+                    _ => Err(Fatal(format!("--{name} must be between 0 (off) and 527040"))),
+                }
+            };
+            if let Some(v) = idle_timeout_minutes {
+                row.idle_timeout_minutes = minutes("idle-timeout-minutes", v)?;
+            }
+            if let Some(v) = absolute_lifetime_minutes {
+                row.absolute_lifetime_minutes = minutes("absolute-lifetime-minutes", v)?;
+            }
+            store::projects::update_settings(&db, &row).await?;
+            println!(
+                "updated {project_id}: userinfo_url={} idle_timeout_minutes={} absolute_lifetime_minutes={}",
+                row.userinfo_url.as_deref().unwrap_or("-"),
+                row.idle_timeout_minutes.map_or("off".into(), |v| v.to_string()),
+                row.absolute_lifetime_minutes.map_or("off".into(), |v| v.to_string()),
+            );
+        }
+        ProjectCommand::RotateSecret {
+            project_id,
+            revoke_old,
+        } => {
+            let row = admin::get_project(&db, &project_id).await?;
+            if revoke_old {
+                let newest = store::projects::active_secrets(&db)
+                    .await?
+                    .into_iter()
+                    .filter(|s| s.project_id == row.id)
+                    .max_by_key(|s| s.created_at)
+                    .ok_or_else(|| Fatal("the project has no active secret".into()))?;
+                let n = store::projects::revoke_secrets_except(&db, row.id, newest.id, now).await?;
+                println!("revoked {n} older secret(s); only the newest is accepted now");
+            } else {
+                let (_, secret) = admin::rotate_secret(&db, row.id, now).await?;
+                println!("secret: {}", secret.expose());
+                println!(
+                    "(the old secret keeps working until: hallpass project rotate-secret {project_id} --revoke-old)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn keys(config: Config, cmd: KeysCommand) -> Result<(), Fatal> {
+    let db = connect(&config).await?;
+    let master = master_keys(&config)?;
+    let schedule = Settings::from_config(&config).schedule;
+    let now = Clock::system().now();
+    match cmd {
+        KeysCommand::List { project_id, json } => {
+            let row = admin::get_project(&db, &project_id).await?;
+            let env = Env::from_live(row.live);
+            let keys = store::keys::of_project(&db, row.id).await?;
+            let retires_at = |k: &store::keys::KeyRow| match k.state.as_str() {
+                "retired" => k.retired_at.map(|t| t + schedule.retention()),
+                _ => None,
+            };
+            if json {
+                let list: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        json!({
+                            "kid": ids::format(Kind::Jwk, env, k.id),
+                            "state": k.state,
+                            "created_at": rfc3339(k.created_at),
+                            "published_since": rfc3339(k.published_at),
+                            "signing_since": k.signing_since.map(rfc3339),
+                            "retired_at": k.retired_at.map(rfc3339),
+                            "retires_at": retires_at(k).map(rfc3339),
+                            "revoked_at": k.revoked_at.map(rfc3339),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                println!(
+                    "{:<50} {:<8} {:<21} {:<21} {:<21} RETIRES_AT",
+                    "KID", "STATE", "CREATED", "PUBLISHED_SINCE", "SIGNING_SINCE"
+                );
+                let opt = |t: Option<i64>| t.map_or("-".to_string(), rfc3339);
+                for k in &keys {
+                    println!(
+                        "{:<50} {:<8} {:<21} {:<21} {:<21} {}",
+                        ids::format(Kind::Jwk, env, k.id),
+                        k.state,
+                        rfc3339(k.created_at),
+                        rfc3339(k.published_at),
+                        opt(k.signing_since),
+                        opt(retires_at(k))
+                    );
+                }
+            }
+        }
+        KeysCommand::Rotate { project_id, force } => {
+            let row = admin::get_project(&db, &project_id).await?;
+            let env = Env::from_live(row.live);
+            let kid = keyring::rotate_now(&db, &master, &schedule, row.id, env, now, force).await?;
+            println!("{} now signs; running servers pick it up within seconds", ids::format(Kind::Jwk, env, kid));
+        }
+        KeysCommand::Revoke { project_id, kid } => {
+            let row = admin::get_project(&db, &project_id).await?;
+            let env = Env::from_live(row.live);
+            let id = ids::parse(Kind::Jwk, &kid)
+                .filter(|(e, _)| *e == env)
+                .map(|(_, id)| id)
+                .ok_or_else(|| Fatal(format!("{kid:?} is not a key id of this project (jwk-{}-<uuid>)", env.as_str())))?;
+            let before = keyring::revoke(&db, &master, &schedule, row.id, env, id, now).await?;
+            println!(
+                "revoked {kid} (was {}); servers refuse its JWTs within seconds",
+                before.as_str()
+            );
+        }
+        KeysCommand::Reencrypt => {
+            let projects: Vec<_> = store::projects::list(&db).await?.into_iter().map(|p| p.id).collect();
+            let changed = keyring::reencrypt(&db, &master, &projects, |done, total| {
+                eprint!("\rre-sealing keys: {done}/{total}");
+            })
+            .await?;
+            eprintln!();
+            println!("{changed} key(s) re-sealed under master key {}", master.newest_id());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The one error type that crosses the HTTP boundary, rendered as Stytch error JSON.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::http::request_id;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Unauthorized credentials.")]
+    Unauthorized,
+    #[error("Session could not be found.")]
+    SessionNotFound,
+    #[error("Request must include either session_token or session_jwt.")]
+    NoSessionArguments,
+    #[error("Request must include only one of session_token or session_jwt.")]
+    TooManySessionArguments,
+    #[error("Request must include one of session_id, session_token, session_jwt or user_id.")]
+    NoSessionRevokeArguments,
+    #[error("Request must include only one of session_id, session_token, session_jwt or user_id.")]
+    TooManySessionRevokeArguments,
+    #[error("session_id format is invalid.")]
+    InvalidSessionId,
+    #[error("session_duration_minutes must be between 5 and 527040 (366 days).")]
+    InvalidSessionDuration,
+    #[error("session_custom_claims exceeds 4096 bytes.")]
+    CustomClaimsTooLarge,
+    #[error("session_jwt could not be parsed or verified.")]
+    UnparsableJwt,
+    #[error("User could not be found.")]
+    UserNotFound,
+    #[error("A user with this email already exists for this project.")]
+    DuplicateEmail,
+    #[error("email format is invalid.")]
+    InvalidEmail,
+    #[error("Magic link could not be authenticated: it is unknown, used or expired.")]
+    MagicLinkNotFound,
+    #[error("The email returned by the userinfo endpoint matches no user.")]
+    MigrateEmailDoesNotExist,
+    #[error("The userinfo endpoint answered unexpectedly: {0}")]
+    MigrateUnexpectedResponse(String),
+    #[error("This project has no userinfo URL configured.")]
+    InvalidUserinfoUrl,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Request body exceeds {0} bytes.")]
+    PayloadTooLarge(usize),
+    #[error("Too many requests; retry after {0} seconds.")]
+    TooManyRequests(u64),
+    #[error("The service is temporarily unavailable; retry shortly.")]
+    ServiceUnavailable,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest(message.into())
+    }
+
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        Self::Internal(what.to_string())
+    }
+
+    /// HTTP status and Stytch `error_type`, in one place.
+    pub fn status_and_type(&self) -> (StatusCode, &'static str) {
+        use Error::*;
+        match self {
+            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized_credentials"),
+            SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
+            NoSessionArguments => (StatusCode::BAD_REQUEST, "no_session_arguments"),
+            TooManySessionArguments => (StatusCode::BAD_REQUEST, "too_many_session_arguments"),
+            NoSessionRevokeArguments => (StatusCode::BAD_REQUEST, "no_session_revoke_arguments"),
+            TooManySessionRevokeArguments => {
+                (StatusCode::BAD_REQUEST, "too_many_session_revoke_arguments")
+            }
+            InvalidSessionId => (StatusCode::BAD_REQUEST, "invalid_session_id"),
+            InvalidSessionDuration => {
+                (StatusCode::BAD_REQUEST, "invalid_session_duration_minutes")
+            }
+            CustomClaimsTooLarge => (StatusCode::BAD_REQUEST, "custom_claims_too_large"),
+            UnparsableJwt => (StatusCode::UNAUTHORIZED, "unable_to_parse_session_jwt"),
+            UserNotFound => (StatusCode::NOT_FOUND, "user_not_found"),
+            DuplicateEmail => (StatusCode::BAD_REQUEST, "duplicate_email"),
+            InvalidEmail => (StatusCode::BAD_REQUEST, "invalid_email"),
+            MagicLinkNotFound => (StatusCode::NOT_FOUND, "magic_link_not_found"),
+            MigrateEmailDoesNotExist => {
+                (StatusCode::NOT_FOUND, "migrate_from_external_email_does_not_exist")
+            }
+            MigrateUnexpectedResponse(_) => {
+                (StatusCode::BAD_REQUEST, "migrate_from_external_unexpected_response")
+            }
+            InvalidUserinfoUrl => (StatusCode::BAD_REQUEST, "invalid_userinfo_url"),
+            BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "bad_request"),
+            TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_server_error"),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            // The database is away or saturated: the caller may retry.
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::ServiceUnavailable
+            }
+            other => Self::Internal(format!("database: {other}")),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    status_code: u16,
+    request_id: &'a str,
+    error_type: &'static str,
+    error_message: String,
+    error_url: String,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, error_type) = self.status_and_type();
+        let error_message = match &self {
+            Error::Internal(detail) => {
+                // Logged once, here, inside the request span; the client gets a fixed message.
+                tracing::error!(detail = %detail, "internal error");
+                "An internal error occurred.".to_string()
+            }
+            other => other.to_string(),
+        };
+        let id = request_id::current();
+        let body = ErrorBody {
+            status_code: status.as_u16(),
+            request_id: &id,
+            error_type,
+            error_message,
+            error_url: format!("https://stytch.com/docs/api/errors/{}", status.as_u16()),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Error::TooManyRequests(after) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(after));
+        }
+        response
+    }
+}

@@ -1,0 +1,147 @@
+//! `/v1/magic_links`: embeddable magic links, how a trusted backend starts a session the
+//! Stytch-native way.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::sessions::{self, AuthBody, render};
+use super::views;
+use super::{Json, present};
+use crate::app::AppState;
+use crate::domain::crypto::{OpaqueToken, hash_token};
+use crate::domain::ids::Kind;
+use crate::domain::session::{Factor, SessionDuration};
+use crate::error::{Error, Result};
+use crate::store;
+
+const DEFAULT_EXPIRATION_MINUTES: i64 = 5;
+const MAX_EXPIRATION_MINUTES: i64 = 60;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/magic_links", post(create))
+        .route("/v1/magic_links/authenticate", post(authenticate))
+}
+
+#[derive(Deserialize)]
+struct CreateRequest {
+    user_id: Option<String>,
+    expiration_minutes: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct CreateBody<'a> {
+    user_id: String,
+    token: &'a str,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Caller(project): Caller,
+    Json(req): Json<CreateRequest>,
+) -> Result<Response> {
+    let user_id = present(&req.user_id).ok_or_else(|| Error::bad_request("user_id is required"))?;
+    let minutes = req.expiration_minutes.unwrap_or(DEFAULT_EXPIRATION_MINUTES);
+    if !(1..=MAX_EXPIRATION_MINUTES).contains(&minutes) {
+        return Err(Error::bad_request(format!(
+            "expiration_minutes must be between 1 and {MAX_EXPIRATION_MINUTES}"
+        )));
+    }
+    let user = super::users::resolve(&state, &project, user_id).await?;
+    let token = OpaqueToken::generate();
+    let now = state.clock.now();
+    store::magic_links::insert(
+        &state.db,
+        &token.hash(),
+        Uuid::new_v4(),
+        project.id.uuid,
+        user.user_id,
+        now,
+        now + minutes * 60,
+    )
+    .await?;
+    Ok(render(CreateBody {
+        user_id: project.id.id(Kind::User, user.user_id),
+        token: token.expose(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct AuthenticateRequest {
+    token: Option<String>,
+    session_duration_minutes: Option<i64>,
+    session_custom_claims: Option<Map<String, Value>>,
+    session_token: Option<String>,
+    session_jwt: Option<String>,
+}
+
+async fn authenticate(
+    State(state): State<AppState>,
+    Caller(project): Caller,
+    Json(req): Json<AuthenticateRequest>,
+) -> Result<Response> {
+    let token = present(&req.token).ok_or_else(|| Error::bad_request("token is required"))?;
+    let duration = SessionDuration::parse_optional(req.session_duration_minutes)?;
+    let session_token = present(&req.session_token);
+    let session_jwt = present(&req.session_jwt);
+    // Check the session to extend before spending the single-use token on it.
+    let existing = if session_token.is_some() || session_jwt.is_some() {
+        Some(sessions::find(&state, &project, session_token, session_jwt).await?)
+    } else {
+        None
+    };
+    let now = state.clock.now();
+    let (link_id, user_id) = store::magic_links::consume(&state.db, project.id.uuid, &hash_token(token), now)
+        .await?
+        .ok_or(Error::MagicLinkNotFound)?;
+    let method_id = project.id.id(Kind::MagicLink, link_id);
+    let mut detail = Map::new();
+    detail.insert(
+        "embeddable_magic_link_factor".into(),
+        serde_json::json!({ "embedded_id": method_id }),
+    );
+    let factor = Factor::new("magic_link", "embedded", now, detail);
+    let claims = req.session_custom_claims.as_ref();
+    let done = match existing {
+        Some(found) if found.1.user_id == user_id => {
+            let presented = session_token.unwrap_or_default().to_string();
+            Some(sessions::resume(&state, &project, found, presented, duration, claims, Some(factor)).await?)
+        }
+        // A link for one user cannot add a factor to another user's session.
+        Some(_) => return Err(Error::SessionNotFound),
+        None => match duration {
+            Some(d) => {
+                let user = store::users::get(&state.db, project.id.uuid, user_id).await?.ok_or(Error::UserNotFound)?;
+                Some(sessions::start(&state, &project, user, d, vec![factor], claims, Default::default()).await?)
+            }
+            None => None,
+        },
+    };
+    let user_id_text = project.id.id(Kind::User, user_id);
+    match &done {
+        Some(a) => Ok(render(AuthBody {
+            user_id: Some(user_id_text),
+            method_id: Some(method_id),
+            reset_sessions: Some(false),
+            ..a.body(&project)
+        })),
+        None => {
+            let user = store::users::get(&state.db, project.id.uuid, user_id).await?.ok_or(Error::UserNotFound)?;
+            Ok(render(AuthBody {
+                user_id: Some(user_id_text),
+                method_id: Some(method_id),
+                session: None,
+                session_token: "",
+                session_jwt: "",
+                user: views::user(&project.id, &user),
+                reset_sessions: Some(false),
+            }))
+        }
+    }
+}

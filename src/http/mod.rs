@@ -1,0 +1,110 @@
+//! HTTP surface: request ids, our JSON extractor and reply envelope, caller authentication,
+//! and one module per resource.
+
+pub mod auth;
+pub mod jwks;
+pub mod magic_links;
+pub mod migrate;
+pub mod ops;
+pub mod sessions;
+pub mod users;
+pub mod views;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+pub mod request_id {
+    //! The request id lives in a task-local for the life of the request, so every response
+    //! (errors from extractors included) carries the same id as the header and the logs.
+    tokio::task_local! {
+        static CURRENT: String;
+    }
+
+    pub async fn scope<F: std::future::Future>(id: String, f: F) -> F::Output {
+        CURRENT.scope(id, f).await
+    }
+
+    pub fn current() -> String {
+        CURRENT
+            .try_with(|id| id.clone())
+            .unwrap_or_else(|_| "request-id-test-00000000-0000-0000-0000-000000000000".into())
+    }
+}
+
+/// A JSON body parsed into `T`; any failure is a 400 in our shape that names the field.
+/// An empty body reads as `{}`.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| Error::bad_request(format!("could not read the request body: {e}")))?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if matches!(path.as_str(), "." | "?" | "") {
+            Error::bad_request(format!("request body is not valid JSON: {inner}"))
+        } else {
+            Error::bad_request(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// A 200 reply: `request_id` and `status_code` followed by the fields of `T`.
+pub struct Reply<T>(pub T);
+
+#[derive(Serialize)]
+struct Envelope<'a, T> {
+    request_id: &'a str,
+    status_code: u16,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+impl<T: Serialize> IntoResponse for Reply<T> {
+    fn into_response(self) -> Response {
+        let id = request_id::current();
+        match serde_json::to_vec(&Envelope {
+            request_id: &id,
+            status_code: 200,
+            body: &self.0,
+        }) {
+            Ok(bytes) => json_response(StatusCode::OK, bytes),
+            Err(e) => Error::internal(format!("serialising a reply: {e}")).into_response(),
+        }
+    }
+}
+
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Treats `""` like an absent field: SDKs send empty strings for unset options.
+pub fn present(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|v| !v.is_empty())
+}

@@ -1,0 +1,355 @@
+//! `/v1/sessions`: authenticate, get, revoke, create (extension), and the session flows the
+//! magic-link and migrate endpoints share.
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::views::{self, UserView, session_from_row, session_to_row};
+use super::{Json, Reply, present};
+use crate::app::AppState;
+use crate::directory::Project;
+use crate::domain::crypto::{OpaqueToken, hash_token};
+use crate::domain::ids::{self, Kind};
+use crate::domain::jwt;
+use crate::domain::session::{
+    DEFAULT_ROLE, Factor, Session, SessionDuration, SessionView, add_factor, merge_custom_claims,
+};
+use crate::error::{Error, Result};
+use crate::store::sessions::SessionWithUser;
+use crate::store::users::UserRow;
+use crate::store::{self};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions", get(list).post(create))
+        .route("/v1/sessions/authenticate", post(authenticate))
+        .route("/v1/sessions/revoke", post(revoke))
+        .route("/v1/sessions/migrate", post(super::migrate::migrate))
+}
+
+/// What a successful authentication produced.
+pub struct Authenticated {
+    pub session: Session,
+    pub session_token: String,
+    pub session_jwt: String,
+    pub user: UserRow,
+}
+
+/// The authenticate response body; magic links and migrate add their own fields.
+#[derive(Serialize)]
+pub struct AuthBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method_id: Option<String>,
+    pub session: Option<SessionView<'a>>,
+    pub session_token: &'a str,
+    pub session_jwt: &'a str,
+    pub user: UserView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_sessions: Option<bool>,
+}
+
+impl Authenticated {
+    pub fn body<'a>(&'a self, project: &Project) -> AuthBody<'a> {
+        AuthBody {
+            user_id: None,
+            method_id: None,
+            session: Some(self.session.view(&project.id)),
+            session_token: &self.session_token,
+            session_jwt: &self.session_jwt,
+            user: views::user(&project.id, &self.user),
+            reset_sessions: None,
+        }
+    }
+}
+
+fn mint(project: &Project, session: &Session, now: i64) -> Result<String> {
+    // A ring without a signing key is being repaired (its key was just revoked).
+    let key = project.ring.signer.as_ref().ok_or(Error::ServiceUnavailable)?;
+    jwt::mint(key, &project.id, session, now)
+}
+
+/// Starts a session for `user` and mints its token and JWT.
+pub async fn start(
+    state: &AppState,
+    project: &Project,
+    user: UserRow,
+    duration: SessionDuration,
+    factors: Vec<Factor>,
+    claims: Option<&Map<String, Value>>,
+    attributes: (String, String),
+) -> Result<Authenticated> {
+    let now = state.clock.now();
+    let custom_claims = match claims {
+        Some(patch) => merge_custom_claims(&Map::new(), patch)?,
+        None => Map::new(),
+    };
+    let session = Session {
+        id: Uuid::new_v4(),
+        user_id: user.user_id,
+        started_at: now,
+        last_accessed_at: now,
+        expires_at: project.policy.expiry(now, now, duration),
+        revoked: false,
+        ip_address: attributes.0,
+        user_agent: attributes.1,
+        factors,
+        roles: vec![DEFAULT_ROLE.to_string()],
+        custom_claims,
+    };
+    let token = OpaqueToken::generate();
+    let session_jwt = mint(project, &session, now)?;
+    store::sessions::insert(&state.db, project.id.uuid, user.user_id, &token.hash(), &session_to_row(&session)?)
+        .await?;
+    Ok(Authenticated {
+        session,
+        session_token: token.expose().to_string(),
+        session_jwt,
+        user,
+    })
+}
+
+/// Finds the active session named by exactly one of a token or a JWT.
+pub async fn find(
+    state: &AppState,
+    project: &Project,
+    token: Option<&str>,
+    session_jwt: Option<&str>,
+) -> Result<(Session, UserRow)> {
+    let found = match (token, session_jwt) {
+        (None, None) => return Err(Error::NoSessionArguments),
+        (Some(_), Some(_)) => return Err(Error::TooManySessionArguments),
+        (Some(t), None) => store::sessions::by_token(&state.db, project.id.uuid, &hash_token(t)).await?,
+        (None, Some(j)) => {
+            let verified = jwt::verify(j, &project.id, |kid| project.ring.find(kid))?;
+            store::sessions::by_id(&state.db, project.id.uuid, verified.session_id).await?
+        }
+    };
+    let SessionWithUser { session, user } = found.ok_or(Error::SessionNotFound)?;
+    let mut session = session_from_row(&session, user.user_id)?;
+    if let Some(at) = state.touches.pending(session.id) {
+        session.last_accessed_at = session.last_accessed_at.max(at);
+    }
+    if !project.policy.is_active(&session.times(), state.clock.now()) {
+        return Err(Error::SessionNotFound);
+    }
+    Ok((session, user))
+}
+
+/// Authenticates an existing session: touches it, applies a new duration, merges claims,
+/// records a factor, and mints a fresh JWT. Changes other than the touch are durable before
+/// this returns; a bare touch is written behind (at most a second later).
+pub async fn resume(
+    state: &AppState,
+    project: &Project,
+    (mut session, user): (Session, UserRow),
+    session_token: String,
+    duration: Option<SessionDuration>,
+    claims: Option<&Map<String, Value>>,
+    factor: Option<Factor>,
+) -> Result<Authenticated> {
+    let now = state.clock.now();
+    session.last_accessed_at = now;
+    let mut durable = false;
+    if let Some(d) = duration {
+        session.expires_at = project.policy.expiry(session.started_at, now, d);
+        durable = true;
+    }
+    if let Some(patch) = claims {
+        let merged = merge_custom_claims(&session.custom_claims, patch)?;
+        durable |= merged != session.custom_claims;
+        session.custom_claims = merged;
+    }
+    if let Some(f) = factor {
+        add_factor(&mut session.factors, f);
+        durable = true;
+    }
+    let session_jwt = mint(project, &session, now)?;
+    if durable {
+        if !store::sessions::save_authentication(&state.db, &session_to_row(&session)?).await? {
+            return Err(Error::SessionNotFound);
+        }
+        state.touches.forget(session.id);
+    } else {
+        state.touches.record(session.id, now);
+    }
+    Ok(Authenticated {
+        session,
+        session_token,
+        session_jwt,
+        user,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct AuthenticateRequest {
+    session_token: Option<String>,
+    session_jwt: Option<String>,
+    session_duration_minutes: Option<i64>,
+    session_custom_claims: Option<Map<String, Value>>,
+}
+
+async fn authenticate(
+    State(state): State<AppState>,
+    Caller(project): Caller,
+    Json(req): Json<AuthenticateRequest>,
+) -> Result<Response> {
+    let token = present(&req.session_token);
+    let duration = SessionDuration::parse_optional(req.session_duration_minutes)?;
+    let found = find(&state, &project, token, present(&req.session_jwt)).await?;
+    // Authenticated by JWT, the response carries no token (the server never stores it).
+    let presented = token.unwrap_or_default().to_string();
+    let done = resume(&state, &project, found, presented, duration, req.session_custom_claims.as_ref(), None).await?;
+    Ok(render(done.body(&project)))
+}
+
+#[derive(Deserialize)]
+pub struct CreateRequest {
+    user_id: String,
+    session_duration_minutes: Option<i64>,
+    authentication_factors: Option<Vec<Map<String, Value>>>,
+    session_custom_claims: Option<Map<String, Value>>,
+    attributes: Option<AttributesRequest>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct AttributesRequest {
+    #[serde(default)]
+    ip_address: String,
+    #[serde(default)]
+    user_agent: String,
+}
+
+/// Extension: a trusted backend starts a session directly.
+async fn create(
+    State(state): State<AppState>,
+    Caller(project): Caller,
+    Json(req): Json<CreateRequest>,
+) -> Result<Response> {
+    let minutes = req
+        .session_duration_minutes
+        .ok_or_else(|| Error::bad_request("session_duration_minutes is required"))?;
+    let duration = SessionDuration::parse(minutes)?;
+    let raw = req
+        .authentication_factors
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| Error::bad_request("authentication_factors is required and must not be empty"))?;
+    let now = state.clock.now();
+    let factors = raw
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Factor::from_request(i, f, now))
+        .collect::<Result<Vec<_>>>()?;
+    let user = super::users::resolve(&state, &project, &req.user_id).await?;
+    let attrs = req.attributes.unwrap_or_default();
+    let done = start(&state, &project, user, duration, factors, req.session_custom_claims.as_ref(), (attrs.ip_address, attrs.user_agent)).await?;
+    Ok(render(done.body(&project)))
+}
+
+/// Renders a body that borrows from the handler's locals.
+/// Renders a reply whose body borrows from the handler's locals.
+pub fn render<T: Serialize>(body: T) -> Response {
+    Reply(body).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    user_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListBody<'a> {
+    sessions: Vec<SessionView<'a>>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Caller(project): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Response> {
+    let user_id = present(&q.user_id).ok_or_else(|| Error::bad_request("user_id is required"))?;
+    let user = super::users::resolve(&state, &project, user_id).await?;
+    let now = state.clock.now();
+    let rows = store::sessions::live_for_user(&state.db, project.id.uuid, user.user_id, now).await?;
+    let mut sessions = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut s = session_from_row(row, user.user_id)?;
+        if let Some(at) = state.touches.pending(s.id) {
+            s.last_accessed_at = s.last_accessed_at.max(at);
+        }
+        if project.policy.is_active(&s.times(), now) {
+            sessions.push(s);
+        }
+    }
+    Ok(render(ListBody {
+        sessions: sessions.iter().map(|s| s.view(&project.id)).collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct RevokeRequest {
+    session_id: Option<String>,
+    session_token: Option<String>,
+    session_jwt: Option<String>,
+    user_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RevokedAll {
+    revoked_session_ids: Vec<String>,
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Caller(project): Caller,
+    Json(req): Json<RevokeRequest>,
+) -> Result<Response> {
+    let selectors = [
+        present(&req.session_id),
+        present(&req.session_token),
+        present(&req.session_jwt),
+        present(&req.user_id),
+    ];
+    match selectors.iter().flatten().count() {
+        0 => return Err(Error::NoSessionRevokeArguments),
+        1 => {}
+        _ => return Err(Error::TooManySessionRevokeArguments),
+    }
+    let now = state.clock.now();
+    if let Some(user_id) = present(&req.user_id) {
+        let user = super::users::resolve(&state, &project, user_id).await?;
+        let ids = store::sessions::revoke_all_for_user(&state.db, project.id.uuid, user.user_id, now).await?;
+        return Ok(render(RevokedAll {
+            revoked_session_ids: ids.into_iter().map(|id| project.id.id(Kind::Session, id)).collect(),
+        }));
+    }
+    let session_id = if let Some(text) = present(&req.session_id) {
+        match ids::parse(Kind::Session, text) {
+            Some((env, id)) if env == project.id.env => id,
+            Some(_) => return Err(Error::SessionNotFound),
+            None => return Err(Error::InvalidSessionId),
+        }
+    } else if let Some(token) = present(&req.session_token) {
+        store::sessions::by_token(&state.db, project.id.uuid, &hash_token(token))
+            .await?
+            .ok_or(Error::SessionNotFound)?
+            .session
+            .session_id
+    } else {
+        // An expired JWT with a valid signature still names its session.
+        let j = present(&req.session_jwt).unwrap_or_default();
+        jwt::verify(j, &project.id, |kid| project.ring.find(kid))?.session_id
+    };
+    if !store::sessions::revoke(&state.db, project.id.uuid, session_id, now).await? {
+        return Err(Error::SessionNotFound);
+    }
+    state.touches.forget(session_id);
+    Ok(render(Map::new()))
+}

@@ -1,0 +1,240 @@
+//! `/v1/users`: the subset of Stytch's users API that sessions need.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::sessions::render;
+use super::views::{self, EmailView, UserView};
+use super::{Json, present};
+use crate::app::AppState;
+use crate::directory::Project;
+use crate::domain::ids::{self, Kind};
+use crate::error::{Error, Result};
+use crate::store::{self, is_unique_violation, users::UserRow};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users", post(create))
+        .route("/v1/users/{user_id}", get(read).put(update).delete(remove))
+}
+
+/// Finds a user of `project` by `user-…` id or by external id.
+pub async fn resolve(state: &AppState, project: &Project, user_id: &str) -> Result<UserRow> {
+    let found = match ids::parse(Kind::User, user_id) {
+        Some((env, id)) if env == project.id.env => store::users::get(&state.db, project.id.uuid, id).await?,
+        Some(_) => None,
+        None => store::users::get_by_external_id(&state.db, project.id.uuid, user_id).await?,
+    };
+    found.ok_or(Error::UserNotFound)
+}
+
+#[derive(Deserialize, Default)]
+struct NameRequest {
+    first_name: Option<String>,
+    middle_name: Option<String>,
+    last_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CreateRequest {
+    email: Option<String>,
+    name: Option<NameRequest>,
+    trusted_metadata: Option<Map<String, Value>>,
+    untrusted_metadata: Option<Map<String, Value>>,
+    external_id: Option<String>,
+}
+
+/// A plausible address: one `@`, both sides non-empty, a dot in the domain, no spaces.
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn metadata(m: Option<Map<String, Value>>) -> Result<String> {
+    serde_json::to_string(&m.unwrap_or_default()).map_err(Error::internal)
+}
+
+fn external_id(value: Option<String>) -> Result<Option<String>> {
+    match value.filter(|v| !v.is_empty()) {
+        Some(v) if v.len() > 128 => Err(Error::bad_request("external_id must be at most 128 characters")),
+        // An external id that looks like a user id would make lookups ambiguous.
+        Some(v) if ids::parse(Kind::User, &v).is_some() => {
+            Err(Error::bad_request("external_id must not have the form of a user_id"))
+        }
+        other => Ok(other),
+    }
+}
+
+#[derive(Serialize)]
+struct CreateBody<'a> {
+    user_id: String,
+    email_id: String,
+    phone_id: &'static str,
+    status: &'static str,
+    user: UserView<'a>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Caller(project): Caller,
+    Json(req): Json<CreateRequest>,
+) -> Result<Response> {
+    let email = present(&req.email).map(str::trim).map(str::to_string);
+    if let Some(e) = &email {
+        if !valid_email(e) {
+            return Err(Error::InvalidEmail);
+        }
+    }
+    let name = req.name.unwrap_or_default();
+    let row = UserRow {
+        user_id: Uuid::new_v4(),
+        external_id: external_id(req.external_id)?,
+        email_id: email.as_ref().map(|_| Uuid::new_v4()),
+        email,
+        email_verified: false,
+        first_name: name.first_name.unwrap_or_default(),
+        middle_name: name.middle_name.unwrap_or_default(),
+        last_name: name.last_name.unwrap_or_default(),
+        trusted_metadata: metadata(req.trusted_metadata)?,
+        untrusted_metadata: metadata(req.untrusted_metadata)?,
+        user_created_at: state.clock.now(),
+    };
+    if let Err(e) = store::users::insert(&state.db, project.id.uuid, &row).await {
+        return Err(duplicate(&state, &project, &row, e).await);
+    }
+    Ok(render(CreateBody {
+        user_id: project.id.id(Kind::User, row.user_id),
+        email_id: row.email_id.map(|id| project.id.id(Kind::Email, id)).unwrap_or_default(),
+        phone_id: "",
+        status: "active",
+        user: views::user(&project.id, &row),
+    }))
+}
+
+/// Names which unique field a failed write collided on.
+async fn duplicate(state: &AppState, project: &Project, row: &UserRow, e: sqlx::Error) -> Error {
+    if !is_unique_violation(&e) {
+        return e.into();
+    }
+    if let Some(email) = &row.email {
+        if let Ok(Some(other)) = store::users::find_by_email(&state.db, project.id.uuid, email).await {
+            if other.user_id != row.user_id {
+                return Error::DuplicateEmail;
+            }
+        }
+    }
+    Error::bad_request("external_id is already used by another user of this project")
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Caller(project): Caller,
+    Path(user_id): Path<String>,
+) -> Result<Response> {
+    let user = resolve(&state, &project, &user_id).await?;
+    Ok(render(views::user(&project.id, &user)))
+}
+
+#[derive(Deserialize)]
+struct UpdateRequest {
+    name: Option<NameRequest>,
+    trusted_metadata: Option<Map<String, Value>>,
+    untrusted_metadata: Option<Map<String, Value>>,
+    external_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct UpdateBody<'a> {
+    user_id: String,
+    emails: Vec<EmailView>,
+    phone_numbers: [(); 0],
+    crypto_wallets: [(); 0],
+    user: UserView<'a>,
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Caller(project): Caller,
+    Path(user_id): Path<String>,
+    Json(req): Json<UpdateRequest>,
+) -> Result<Response> {
+    let mut user = resolve(&state, &project, &user_id).await?;
+    if let Some(name) = req.name {
+        if let Some(v) = name.first_name {
+            user.first_name = v;
+        }
+        if let Some(v) = name.middle_name {
+            user.middle_name = v;
+        }
+        if let Some(v) = name.last_name {
+            user.last_name = v;
+        }
+    }
+    if req.trusted_metadata.is_some() {
+        user.trusted_metadata = metadata(req.trusted_metadata)?;
+    }
+    if req.untrusted_metadata.is_some() {
+        user.untrusted_metadata = metadata(req.untrusted_metadata)?;
+    }
+    if req.external_id.is_some() {
+        user.external_id = external_id(req.external_id)?;
+    }
+    match store::users::update(&state.db, project.id.uuid, &user).await {
+        Ok(true) => {}
+        Ok(false) => return Err(Error::UserNotFound),
+        Err(e) => return Err(duplicate(&state, &project, &user, e).await),
+    }
+    Ok(render(UpdateBody {
+        user_id: project.id.id(Kind::User, user.user_id),
+        emails: views::emails(&project.id, &user),
+        phone_numbers: [],
+        crypto_wallets: [],
+        user: views::user(&project.id, &user),
+    }))
+}
+
+#[derive(Serialize)]
+struct DeleteBody {
+    user_id: String,
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Caller(project): Caller,
+    Path(user_id): Path<String>,
+) -> Result<Response> {
+    let user = resolve(&state, &project, &user_id).await?;
+    if !store::users::delete(&state.db, project.id.uuid, user.user_id).await? {
+        return Err(Error::UserNotFound);
+    }
+    Ok(render(DeleteBody {
+        user_id: project.id.id(Kind::User, user.user_id),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn email_shapes() {
+        for ok in ["a@b.co", "first.last+tag@sub.example.org"] {
+            assert!(super::valid_email(ok), "{ok}");
+        }
+        for bad in ["", "a", "a@b", "@b.co", "a@.co", "a@b.co.", "a b@c.de", "a@b@c.de"] {
+            assert!(!super::valid_email(bad), "{bad}");
+        }
+    }
+}

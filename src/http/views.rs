@@ -1,0 +1,120 @@
+//! Wire objects (User) and the conversions between stored rows and domain sessions.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::domain::ids::{Kind, ProjectId};
+use crate::domain::rfc3339;
+use crate::domain::session::Session;
+use crate::error::{Error, Result};
+use crate::store::sessions::SessionRow;
+use crate::store::users::UserRow;
+
+#[derive(Debug, Serialize)]
+pub struct EmailView {
+    pub email_id: String,
+    pub email: String,
+    pub verified: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NameView<'a> {
+    pub first_name: &'a str,
+    pub middle_name: &'a str,
+    pub last_name: &'a str,
+}
+
+/// The User object; every list present (the Python SDK requires them).
+#[derive(Debug, Serialize)]
+pub struct UserView<'a> {
+    pub user_id: String,
+    pub emails: Vec<EmailView>,
+    pub status: &'static str,
+    pub name: NameView<'a>,
+    pub created_at: String,
+    pub trusted_metadata: Value,
+    pub untrusted_metadata: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<&'a str>,
+    pub phone_numbers: [(); 0],
+    pub webauthn_registrations: [(); 0],
+    pub providers: [(); 0],
+    pub totps: [(); 0],
+    pub crypto_wallets: [(); 0],
+    pub biometric_registrations: [(); 0],
+    pub is_locked: bool,
+    pub roles: [&'static str; 1],
+    pub password: Option<()>,
+}
+
+pub fn emails(project: &ProjectId, u: &UserRow) -> Vec<EmailView> {
+    match (&u.email, u.email_id) {
+        (Some(email), Some(id)) => vec![EmailView {
+            email_id: project.id(Kind::Email, id),
+            email: email.clone(),
+            verified: u.email_verified,
+        }],
+        _ => Vec::new(),
+    }
+}
+
+pub fn user<'a>(project: &ProjectId, u: &'a UserRow) -> UserView<'a> {
+    let metadata = |text: &str| serde_json::from_str(text).unwrap_or_else(|_| Value::Object(Map::new()));
+    UserView {
+        user_id: project.id(Kind::User, u.user_id),
+        emails: emails(project, u),
+        status: "active",
+        name: NameView {
+            first_name: &u.first_name,
+            middle_name: &u.middle_name,
+            last_name: &u.last_name,
+        },
+        created_at: rfc3339(u.user_created_at),
+        trusted_metadata: metadata(&u.trusted_metadata),
+        untrusted_metadata: metadata(&u.untrusted_metadata),
+        external_id: u.external_id.as_deref(),
+        phone_numbers: [],
+        webauthn_registrations: [],
+        providers: [],
+        totps: [],
+        crypto_wallets: [],
+        biometric_registrations: [],
+        is_locked: false,
+        roles: [crate::domain::session::DEFAULT_ROLE],
+        password: None,
+    }
+}
+
+/// A stored session row as a domain session.
+pub fn session_from_row(row: &SessionRow, user_id: Uuid) -> Result<Session> {
+    let bad = |what: &str, e: serde_json::Error| Error::internal(format!("session {}: stored {what}: {e}", row.session_id));
+    Ok(Session {
+        id: row.session_id,
+        user_id,
+        started_at: row.started_at,
+        last_accessed_at: row.last_accessed_at,
+        expires_at: row.expires_at,
+        revoked: row.revoked_at.is_some(),
+        ip_address: row.ip_address.clone(),
+        user_agent: row.user_agent.clone(),
+        factors: serde_json::from_str(&row.authentication_factors).map_err(|e| bad("factors", e))?,
+        roles: serde_json::from_str(&row.roles).map_err(|e| bad("roles", e))?,
+        custom_claims: serde_json::from_str(&row.custom_claims).map_err(|e| bad("claims", e))?,
+    })
+}
+
+pub fn session_to_row(s: &Session) -> Result<SessionRow> {
+    Ok(SessionRow {
+        session_id: s.id,
+        started_at: s.started_at,
+        last_accessed_at: s.last_accessed_at,
+        expires_at: s.expires_at,
+        revoked_at: None,
+        ip_address: s.ip_address.clone(),
+        user_agent: s.user_agent.clone(),
+        authentication_factors: serde_json::to_string(&s.factors).map_err(Error::internal)?,
+        roles: serde_json::to_string(&s.roles).map_err(Error::internal)?,
+        custom_claims: serde_json::to_string(&s.custom_claims).map_err(Error::internal)?,
+    })
+}

@@ -1,0 +1,217 @@
+//! Applies the key-ring state machine to the database. Every instance runs `converge`; the
+//! step is re-planned under the project's row lock, so exactly one instance performs it.
+
+use std::mem::discriminant;
+
+use uuid::Uuid;
+
+use crate::domain::crypto::MasterKeys;
+use crate::domain::ids::{Env, Kind, format};
+use crate::domain::keys::{self, KeyInfo, KeyState, Schedule, Step};
+use crate::store::keys::KeyRow;
+use crate::store::{self, Db};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Key(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub fn infos(rows: &[KeyRow]) -> Vec<KeyInfo> {
+    rows.iter()
+        .filter_map(|r| {
+            Some(KeyInfo {
+                id: r.id,
+                state: KeyState::parse(&r.state)?,
+                published_at: r.published_at,
+                signing_since: r.signing_since,
+                retired_at: r.retired_at,
+            })
+        })
+        .filter(|k| k.state != KeyState::Revoked)
+        .collect()
+}
+
+/// A new sealed key, generated off the async workers.
+async fn new_key(
+    master: &MasterKeys,
+    project: Uuid,
+    env: Env,
+    state: KeyState,
+    now: i64,
+) -> Result<KeyRow, RingError> {
+    let id = Uuid::new_v4();
+    let kid = format(Kind::Jwk, env, id);
+    let generated = tokio::task::spawn_blocking(move || keys::generate(&kid, now))
+        .await
+        .map_err(|e| RingError::Key(e.to_string()))?
+        .map_err(|e| RingError::Key(e.to_string()))?;
+    let sealed = master.seal(&generated.pkcs8, id.as_bytes());
+    Ok(KeyRow {
+        id,
+        project_id: project,
+        state: state.as_str().to_string(),
+        private_key: sealed.ciphertext,
+        master_key_id: sealed.master_key_id,
+        certificate: generated.certificate,
+        created_at: now,
+        published_at: now,
+        signing_since: (state == KeyState::Current).then_some(now),
+        retired_at: None,
+        revoked_at: None,
+    })
+}
+
+/// Brings one project's ring up to date at `now`; returns the steps this instance performed.
+pub async fn converge(
+    db: &Db,
+    master: &MasterKeys,
+    schedule: &Schedule,
+    project: Uuid,
+    env: Env,
+    now: i64,
+) -> Result<Vec<Step>, RingError> {
+    let mut done = Vec::new();
+    // A handful of steps at most converge any ring (promote, create, delete…); the bound
+    // only guards against a loop if another writer keeps changing it.
+    for _ in 0..8 {
+        let ring = infos(&store::keys::of_project(db, project).await?);
+        let Some(step) = keys::plan(&ring, now, schedule) else {
+            break;
+        };
+        // Generate before locking: RSA generation is slow and must not hold the lock.
+        let fresh = match step {
+            Step::CreateCurrent => {
+                Some(new_key(master, project, env, KeyState::Current, now).await?)
+            }
+            Step::CreateNext => Some(new_key(master, project, env, KeyState::Next, now).await?),
+            _ => None,
+        };
+        let mut tx = db.begin().await?;
+        let locked = infos(&store::keys::lock_ring(&mut tx, project).await?);
+        match keys::plan(&locked, now, schedule) {
+            // Another instance got there first, or the ring changed: plan again.
+            Some(again) if discriminant(&again) == discriminant(&step) => {}
+            _ => continue,
+        }
+        let step = keys::plan(&locked, now, schedule).unwrap_or(step);
+        match (step, fresh) {
+            (Step::CreateCurrent | Step::CreateNext, Some(row)) => {
+                store::keys::insert(&mut tx, &row).await?
+            }
+            (Step::Promote { next, current }, _) => {
+                store::keys::promote(&mut tx, next, current, now).await?
+            }
+            (Step::Delete { id }, _) => store::keys::delete(&mut tx, id).await?,
+            _ => continue,
+        }
+        tx.commit().await?;
+        tracing::info!(project = %format(Kind::Project, env, project), ?step, "key ring step");
+        done.push(step);
+    }
+    Ok(done)
+}
+
+/// Converges every project's ring.
+pub async fn converge_all(
+    db: &Db,
+    master: &MasterKeys,
+    schedule: &Schedule,
+    now: i64,
+) -> Result<usize, RingError> {
+    let mut steps = 0;
+    for p in store::projects::list(db).await? {
+        steps += converge(db, master, schedule, p.id, Env::from_live(p.live), now)
+            .await?
+            .len();
+    }
+    Ok(steps)
+}
+
+/// Operator rotation: the waiting key signs now. Refused while it has been published for
+/// less than 2 × max-age (a verifier could still hold a JWKS without it), unless `force`.
+pub async fn rotate_now(
+    db: &Db,
+    master: &MasterKeys,
+    schedule: &Schedule,
+    project: Uuid,
+    env: Env,
+    now: i64,
+    force: bool,
+) -> Result<Uuid, RingError> {
+    converge(db, master, schedule, project, env, now).await?;
+    let mut tx = db.begin().await?;
+    let ring = infos(&store::keys::lock_ring(&mut tx, project).await?);
+    let next = keys::next(&ring)
+        .copied()
+        .ok_or_else(|| RingError::Refused("the ring has no waiting key".into()))?;
+    let age = now - next.published_at;
+    if age < schedule.prepublish() && !force {
+        return Err(RingError::Refused(format!(
+            "the waiting key {} has been published for {age} s; verifiers may cache the JWKS for {} s, \
+             so it may sign only after {} s (in {} s). Use --force to rotate anyway.",
+            format(Kind::Jwk, env, next.id),
+            schedule.max_age,
+            schedule.prepublish(),
+            schedule.prepublish() - age
+        )));
+    }
+    let current = keys::current(&ring).map(|k| k.id);
+    store::keys::promote(&mut tx, next.id, current, now).await?;
+    tx.commit().await?;
+    converge(db, master, schedule, project, env, now).await?;
+    Ok(next.id)
+}
+
+/// Emergency revocation: the key leaves the JWKS and verification at once; if it was the
+/// signing key, the waiting key is promoted immediately.
+pub async fn revoke(
+    db: &Db,
+    master: &MasterKeys,
+    schedule: &Schedule,
+    project: Uuid,
+    env: Env,
+    kid: Uuid,
+    now: i64,
+) -> Result<KeyState, RingError> {
+    let mut tx = db.begin().await?;
+    store::keys::lock_ring(&mut tx, project).await?;
+    let before = store::keys::revoke(&mut tx, project, kid, now)
+        .await?
+        .and_then(|s| KeyState::parse(&s))
+        .ok_or_else(|| RingError::Refused("no such unrevoked key in this project".into()))?;
+    tx.commit().await?;
+    converge(db, master, schedule, project, env, now).await?;
+    Ok(before)
+}
+
+/// Re-seals every private key under the newest master key; returns how many changed.
+pub async fn reencrypt(
+    db: &Db,
+    master: &MasterKeys,
+    project_ids: &[Uuid],
+    mut progress: impl FnMut(usize, usize),
+) -> Result<usize, RingError> {
+    let mut rows = Vec::new();
+    for p in project_ids {
+        rows.extend(store::keys::of_project(db, *p).await?);
+    }
+    let total = rows.len();
+    let mut changed = 0;
+    for (i, row) in rows.iter().enumerate() {
+        if row.master_key_id != master.newest_id() {
+            let plain = master
+                .open(&row.private_key, &row.master_key_id, row.id.as_bytes())
+                .map_err(|e| RingError::Key(format!("key {}: {e}", row.id)))?;
+            let sealed = master.seal(&plain, row.id.as_bytes());
+            store::keys::reseal(db, row.id, &sealed.ciphertext, &sealed.master_key_id).await?;
+            changed += 1;
+        }
+        progress(i + 1, total);
+    }
+    Ok(changed)
+}

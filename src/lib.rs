@@ -1,0 +1,15 @@
+//! hallpass: a self-hosted session authority that answers Stytch's consumer Sessions API.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod directory;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod keyring;
+pub mod store;
+
+pub use app::{AppState, Settings, router};
+pub use error::{Error, Result};

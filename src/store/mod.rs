@@ -1,0 +1,202 @@
+//! Persistence: one `Db` over Postgres or SQLite, one SQL text per query, embedded migrations.
+
+pub mod keys;
+pub mod magic_links;
+pub mod projects;
+pub mod sessions;
+pub mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// The database, whichever it is. Queries are written once and expanded against either pool
+/// by [`with_db!`]; `$1..$n` placeholders work in both dialects.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool (or transaction) of either backend.
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Postgres($pool) => $body,
+            $crate::store::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// A transaction on either backend.
+pub enum Tx {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+#[macro_export]
+macro_rules! with_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::store::Tx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+impl Tx {
+    pub async fn commit(self) -> sqlx::Result<()> {
+        match self {
+            Tx::Postgres(t) => t.commit().await,
+            Tx::Sqlite(t) => t.commit().await,
+        }
+    }
+}
+
+/// Migrations, embedded; the same names in both directories (a test checks it).
+const MIGRATIONS: &[(&str, &str, &str)] = &[(
+    "0001_init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+
+impl Db {
+    pub async fn connect_postgres(url: &str, max_connections: u32) -> sqlx::Result<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Db::Postgres(pool))
+    }
+
+    pub async fn connect_sqlite(path: &Path, max_connections: u32) -> sqlx::Result<Self> {
+        // WAL lets readers run beside the writer. synchronous=FULL makes every commit durable
+        // before we answer (creates, extensions and revocations must survive a power cut);
+        // under WAL that costs one fsync of the log per commit, not a rewrite of the file.
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.clamp(1, 8))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Db::Sqlite(pool))
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Postgres(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn begin(&self) -> sqlx::Result<Tx> {
+        Ok(match self {
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Db::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+        })
+    }
+
+    pub async fn ping(&self) -> sqlx::Result<()> {
+        with_db!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
+    }
+
+    /// Applies pending migrations. Replicas starting together on Postgres serialise on an
+    /// advisory lock held for the transaction, so each migration runs once.
+    pub async fn migrate(&self) -> sqlx::Result<Vec<&'static str>> {
+        let mut tx = self.begin().await?;
+        if let Tx::Postgres(t) = &mut tx {
+            sqlx::query("SELECT pg_advisory_xact_lock(726583411)")
+                .execute(&mut **t)
+                .await?;
+        }
+        with_tx!(&mut tx, c => {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS hallpass_migrations (name text PRIMARY KEY, applied_at bigint NOT NULL)",
+            )
+            .execute(&mut *c)
+            .await
+            .map(|_| ())?
+        });
+        let mut applied = Vec::new();
+        for (name, postgres, sqlite) in MIGRATIONS {
+            let done: Option<(String,)> = with_tx!(&mut tx, c => {
+                sqlx::query_as("SELECT name FROM hallpass_migrations WHERE name = $1")
+                    .bind(*name)
+                    .fetch_optional(&mut *c)
+                    .await?
+            });
+            if done.is_some() {
+                continue;
+            }
+            match &mut tx {
+                Tx::Postgres(t) => sqlx::raw_sql(*postgres).execute(&mut **t).await.map(|_| ())?,
+                Tx::Sqlite(t) => sqlx::raw_sql(*sqlite).execute(&mut **t).await.map(|_| ())?,
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            with_tx!(&mut tx, c => {
+                sqlx::query("INSERT INTO hallpass_migrations (name, applied_at) VALUES ($1, $2)")
+                    .bind(*name)
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await
+                    .map(|_| ())?
+            });
+            applied.push(*name);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    pub async fn close(&self) {
+        with_db!(self, p => p.close().await)
+    }
+}
+
+/// Whether an error is a unique-constraint violation (constraint names exist only on
+/// Postgres, so callers decide from context which one it was).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migration_directories_are_in_lock_step() {
+        let names = |dir: &str| {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let pg = names(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"));
+        let lite = names(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"));
+        assert_eq!(pg, lite);
+        let embedded: Vec<String> = super::MIGRATIONS.iter().map(|(n, _, _)| format!("{n}.sql")).collect();
+        assert_eq!(pg, embedded, "every migration file is embedded");
+    }
+}

@@ -1,0 +1,115 @@
+//! Projects and their caller secrets.
+
+use uuid::Uuid;
+
+use super::Db;
+use crate::with_db;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProjectRow {
+    pub id: Uuid,
+    pub live: bool,
+    pub name: String,
+    pub userinfo_url: Option<String>,
+    pub idle_timeout_minutes: Option<i64>,
+    pub absolute_lifetime_minutes: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SecretRow {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub secret_hash: String,
+    pub created_at: i64,
+}
+
+/// Inserts a project; `false` when one with this id already exists.
+pub async fn insert_if_missing(db: &Db, p: &ProjectRow) -> sqlx::Result<bool> {
+    let done = with_db!(db, pool => sqlx::query(
+        "INSERT INTO projects (id, live, name, userinfo_url, idle_timeout_minutes, absolute_lifetime_minutes, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(p.id)
+    .bind(p.live)
+    .bind(&p.name)
+    .bind(&p.userinfo_url)
+    .bind(p.idle_timeout_minutes)
+    .bind(p.absolute_lifetime_minutes)
+    .bind(p.created_at)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(done == 1)
+}
+
+pub async fn list(db: &Db) -> sqlx::Result<Vec<ProjectRow>> {
+    with_db!(db, pool => sqlx::query_as(
+        "SELECT id, live, name, userinfo_url, idle_timeout_minutes, absolute_lifetime_minutes, created_at
+         FROM projects ORDER BY created_at, id",
+    )
+    .fetch_all(pool)
+    .await)
+}
+
+pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<ProjectRow>> {
+    with_db!(db, pool => sqlx::query_as(
+        "SELECT id, live, name, userinfo_url, idle_timeout_minutes, absolute_lifetime_minutes, created_at
+         FROM projects WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await)
+}
+
+/// Writes the operator-settable fields of a project.
+pub async fn update_settings(db: &Db, p: &ProjectRow) -> sqlx::Result<bool> {
+    let n = with_db!(db, pool => sqlx::query(
+        "UPDATE projects SET userinfo_url = $2, idle_timeout_minutes = $3, absolute_lifetime_minutes = $4 WHERE id = $1",
+    )
+    .bind(p.id)
+    .bind(&p.userinfo_url)
+    .bind(p.idle_timeout_minutes)
+    .bind(p.absolute_lifetime_minutes)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+/// Adds a secret hash; an existing row with this id is left alone (idempotent bootstrap).
+pub async fn insert_secret(db: &Db, id: Uuid, project: Uuid, hash: &str, now: i64) -> sqlx::Result<()> {
+    with_db!(db, pool => sqlx::query(
+        "INSERT INTO project_secrets (id, project_id, secret_hash, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(project)
+    .bind(hash)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map(|_| ()))
+}
+
+/// Every secret not revoked, of every project.
+pub async fn active_secrets(db: &Db) -> sqlx::Result<Vec<SecretRow>> {
+    with_db!(db, pool => sqlx::query_as(
+        "SELECT id, project_id, secret_hash, created_at FROM project_secrets WHERE revoked_at IS NULL ORDER BY created_at DESC",
+    )
+    .fetch_all(pool)
+    .await)
+}
+
+/// Revokes every secret of `project` but `keep`; returns how many.
+pub async fn revoke_secrets_except(db: &Db, project: Uuid, keep: Uuid, now: i64) -> sqlx::Result<u64> {
+    with_db!(db, pool => sqlx::query(
+        "UPDATE project_secrets SET revoked_at = $3 WHERE project_id = $1 AND id <> $2 AND revoked_at IS NULL",
+    )
+    .bind(project)
+    .bind(keep)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))
+}

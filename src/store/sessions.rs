@@ -1,0 +1,172 @@
+//! Sessions, found by token hash or id together with their user in one round trip.
+
+use uuid::Uuid;
+
+use super::Db;
+use super::users::UserRow;
+use crate::with_db;
+
+macro_rules! session_columns {
+    () => {
+        "s.id AS session_id, s.started_at, s.last_accessed_at, s.expires_at, s.revoked_at, \
+         s.ip_address, s.user_agent, s.authentication_factors, s.roles, s.custom_claims"
+    };
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub session_id: Uuid,
+    pub started_at: i64,
+    pub last_accessed_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub ip_address: String,
+    pub user_agent: String,
+    /// JSON array text.
+    pub authentication_factors: String,
+    /// JSON array text.
+    pub roles: String,
+    /// JSON object text.
+    pub custom_claims: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionWithUser {
+    #[sqlx(flatten)]
+    pub session: SessionRow,
+    #[sqlx(flatten)]
+    pub user: UserRow,
+}
+
+pub async fn insert(db: &Db, project: Uuid, user: Uuid, token_hash: &[u8; 32], s: &SessionRow) -> sqlx::Result<()> {
+    with_db!(db, pool => sqlx::query(
+        "INSERT INTO sessions (id, project_id, user_id, token_hash, started_at, last_accessed_at, expires_at,
+                               ip_address, user_agent, authentication_factors, roles, custom_claims)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(s.session_id)
+    .bind(project)
+    .bind(user)
+    .bind(&token_hash[..])
+    .bind(s.started_at)
+    .bind(s.last_accessed_at)
+    .bind(s.expires_at)
+    .bind(&s.ip_address)
+    .bind(&s.user_agent)
+    .bind(&s.authentication_factors)
+    .bind(&s.roles)
+    .bind(&s.custom_claims)
+    .execute(pool)
+    .await
+    .map(|_| ()))
+}
+
+/// The session with this token hash in this project, and its user; revoked ones included
+/// (the caller decides with the project's policy).
+pub async fn by_token(db: &Db, project: Uuid, token_hash: &[u8; 32]) -> sqlx::Result<Option<SessionWithUser>> {
+    with_db!(db, pool => sqlx::query_as(concat!(
+        "SELECT ", session_columns!(), ", ", crate::user_columns!(),
+        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.project_id = $2"
+    ))
+    .bind(&token_hash[..])
+    .bind(project)
+    .fetch_optional(pool)
+    .await)
+}
+
+pub async fn by_id(db: &Db, project: Uuid, id: Uuid) -> sqlx::Result<Option<SessionWithUser>> {
+    with_db!(db, pool => sqlx::query_as(concat!(
+        "SELECT ", session_columns!(), ", ", crate::user_columns!(),
+        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.project_id = $2"
+    ))
+    .bind(id)
+    .bind(project)
+    .fetch_optional(pool)
+    .await)
+}
+
+/// A user's sessions that are neither revoked nor past `expires_at`, newest first.
+pub async fn live_for_user(db: &Db, project: Uuid, user: Uuid, now: i64) -> sqlx::Result<Vec<SessionRow>> {
+    with_db!(db, pool => sqlx::query_as(concat!(
+        "SELECT ", session_columns!(),
+        " FROM sessions s WHERE s.project_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3
+          ORDER BY s.started_at DESC, s.id DESC"
+    ))
+    .bind(project)
+    .bind(user)
+    .bind(now)
+    .fetch_all(pool)
+    .await)
+}
+
+/// Writes what an authentication changed. Guarded on `revoked_at IS NULL` so that a
+/// revocation racing with it wins; `false` when the session was revoked meanwhile.
+pub async fn save_authentication(db: &Db, s: &SessionRow) -> sqlx::Result<bool> {
+    let n = with_db!(db, pool => sqlx::query(
+        "UPDATE sessions SET last_accessed_at = $2, expires_at = $3, authentication_factors = $4, custom_claims = $5
+         WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(s.session_id)
+    .bind(s.last_accessed_at)
+    .bind(s.expires_at)
+    .bind(&s.authentication_factors)
+    .bind(&s.custom_claims)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+/// Moves `last_accessed_at` forward for many sessions at once (the write-behind touch).
+pub async fn touch(db: &Db, ids: &[Uuid], at: i64) -> sqlx::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    // One statement per batch; the list is bound as parameters, chunked under both
+    // backends' parameter limits.
+    for chunk in ids.chunks(500) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE sessions SET last_accessed_at = $1 WHERE last_accessed_at < $1 AND id IN ({})",
+            placeholders.join(", ")
+        );
+        with_db!(db, pool => {
+            // Only numbered placeholders are formatted into the text; values are bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(at);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(pool).await?;
+        });
+    }
+    Ok(())
+}
+
+/// Revokes one session; `false` when it is unknown, another project's or already revoked.
+pub async fn revoke(db: &Db, project: Uuid, id: Uuid, now: i64) -> sqlx::Result<bool> {
+    let n = with_db!(db, pool => sqlx::query(
+        "UPDATE sessions SET revoked_at = $3 WHERE id = $1 AND project_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .bind(project)
+    .bind(now)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+/// Revokes every live session of a user; returns their ids.
+pub async fn revoke_all_for_user(db: &Db, project: Uuid, user: Uuid, now: i64) -> sqlx::Result<Vec<Uuid>> {
+    let rows: Vec<(Uuid,)> = with_db!(db, pool => sqlx::query_as(
+        "UPDATE sessions SET revoked_at = $3
+         WHERE project_id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3
+         RETURNING id",
+    )
+    .bind(project)
+    .bind(user)
+    .bind(now)
+    .fetch_all(pool)
+    .await?);
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}

@@ -1,0 +1,646 @@
+"""Drives a running hallpass server through the official, unmodified `stytch` Python SDK.
+
+Env: HALLPASS_URL, HALLPASS_PROJECT_ID, HALLPASS_SECRET, USERINFO_EMAIL.
+Prints `ok - name` / `FAIL - name: reason` per check and ends with `N passed, M failed`.
+Exit code 1 when any check failed. Run through tests/sdk/run.sh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import hashlib
+import json
+import os
+import re
+import secrets
+import sys
+import time
+import traceback
+import uuid
+from typing import Any, Callable, Optional
+
+import stytch
+from cryptography import x509
+from stytch.core.response_base import StytchError
+
+
+def env(name: str) -> str:
+    v = os.environ.get(name)
+    if not v:
+        print(f"missing env {name}", file=sys.stderr)
+        sys.exit(2)
+    return v
+
+
+BASE = env("HALLPASS_URL").rstrip("/")
+PROJECT_ID = env("HALLPASS_PROJECT_ID")
+SECRET = env("HALLPASS_SECRET")
+USERINFO_EMAIL = env("USERINFO_EMAIL")
+ENV_NAME = "live" if PROJECT_ID.startswith("project-live-") else "test"
+
+client = stytch.Client(project_id=PROJECT_ID, secret=SECRET, environment=BASE)
+bad_client = stytch.Client(project_id=PROJECT_ID, secret=SECRET + "-wrong", environment=BASE)
+
+passed = 0
+failed = 0
+
+
+class CheckFailure(Exception):
+    pass
+
+
+def check_true(cond: Any, msg: str) -> None:
+    if not cond:
+        raise CheckFailure(msg)
+
+
+def check_eq(actual: Any, expected: Any, what: str) -> None:
+    if actual != expected:
+        raise CheckFailure(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def check(name: str) -> Callable[[Callable[[], Any]], None]:
+    """Decorator: runs the function at once as one named check."""
+
+    def run(fn: Callable[[], Any]) -> None:
+        global passed, failed
+        try:
+            r = fn()
+            if asyncio.iscoroutine(r):
+                asyncio.run(r)
+            passed += 1
+            print(f"ok - {name}", flush=True)
+        except CheckFailure as e:
+            failed += 1
+            print(f"FAIL - {name}: {one_line(str(e))}", flush=True)
+        except StytchError as e:
+            failed += 1
+            d = e.details
+            print(
+                f"FAIL - {name}: unexpected StytchError {d.status_code} {d.error_type}: "
+                f"{one_line(d.error_message)} {one_line(str(d.original_json))}",
+                flush=True,
+            )
+        except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
+            failed += 1
+            tb = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == __file__]
+            where = f" at suite.py:{tb[-1].lineno}" if tb else ""
+            print(f"FAIL - {name}: {type(e).__name__}{where}: {one_line(str(e))}", flush=True)
+
+    return run
+
+
+def one_line(s: str) -> str:
+    return re.sub(r"\s+", " ", s)[:600]
+
+
+def expect_stytch_error(fn: Callable[[], Any], status: int, error_type: str) -> StytchError:
+    try:
+        res = fn()
+    except StytchError as e:
+        d = e.details
+        check_true(
+            d.status_code == status and d.error_type == error_type,
+            f"expected {status} {error_type}, got {d.status_code} {d.error_type} ({d.error_message})",
+        )
+        check_true(isinstance(d.error_message, str) and d.error_message, "error_message empty")
+        check_true(
+            d.request_id.startswith(f"request-id-{ENV_NAME}-"), f"request_id {d.request_id!r}"
+        )
+        return e
+    except CheckFailure:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise CheckFailure(f"expected StytchError, got {type(e).__name__}: {e}") from e
+    raise CheckFailure(f"expected {status} {error_type}, got success {str(res)[:300]}")
+
+
+ID_RE = {
+    k: re.compile(
+        rf"^{k}-{ENV_NAME}-[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$"
+    )
+    for k in ("user", "session", "email", "jwk")
+}
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{44}$")
+
+
+def b64url_decode(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def b64url(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def decode_jwt(jwt: str) -> tuple[dict, dict]:
+    parts = jwt.split(".")
+    check_true(len(parts) == 3, f"JWT has {len(parts)} parts")
+    return json.loads(b64url_decode(parts[0])), json.loads(b64url_decode(parts[1]))
+
+
+def near_minutes_from_now(ts: Optional[datetime.datetime], minutes: int, what: str) -> None:
+    check_true(ts is not None, f"{what} missing")
+    want = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=minutes)
+    check_true(
+        abs((ts - want).total_seconds()) < 120,
+        f"{what}: {ts.isoformat()} is not ~{minutes} min from now ({want.isoformat()})",
+    )
+
+
+def session_shape(s: Any, user_id: str) -> None:
+    check_true(s is not None, "session is None")
+    check_true(ID_RE["session"].match(s.session_id), f"session_id {s.session_id}")
+    check_eq(s.user_id, user_id, "session.user_id")
+    check_true("stytch_user" in s.roles, f"roles {s.roles}")
+    for f in ("started_at", "last_accessed_at", "expires_at"):
+        v = getattr(s, f)
+        check_true(isinstance(v, datetime.datetime) and v.utcoffset() == datetime.timedelta(0), f"{f} = {v!r}")
+    check_true(s.attributes is not None, "attributes missing")
+    check_true(isinstance(s.custom_claims, dict), f"custom_claims {s.custom_claims!r}")
+
+
+def new_magic_link_session(user_id: str):
+    ml = client.magic_links.create(user_id=user_id)
+    return client.magic_links.authenticate(token=ml.token, session_duration_minutes=60)
+
+
+S: dict[str, Any] = {}  # state shared between checks
+
+
+def main() -> None:
+    print(f"# stytch python SDK {stytch.__version__} against {BASE} (project {PROJECT_ID})")
+    email = f"py-{uuid.uuid4()}@example.com"
+
+    # ------------------------------------------------------------ users
+    @check("users.create with email and name")
+    def _():
+        res = client.users.create(email=email, name={"first_name": "Ada", "last_name": "Lovelace"})
+        check_eq(res.status_code, 200, "status_code")
+        check_true(ID_RE["user"].match(res.user_id), f"user_id {res.user_id}")
+        check_true(ID_RE["email"].match(res.email_id), f"email_id {res.email_id}")
+        check_eq(res.phone_id, "", "phone_id")
+        check_eq(res.status, "active", "status")
+        check_eq(res.user.user_id, res.user_id, "user.user_id")
+        check_eq([e.email for e in res.user.emails], [email], "user.emails")
+        S["user_id"] = res.user_id
+
+    @check("users.get returns the user")
+    def _():
+        res = client.users.get(user_id=S["user_id"])
+        check_eq(res.status_code, 200, "status_code")
+        check_eq(res.user_id, S["user_id"], "user_id")
+        check_eq([e.email for e in res.emails], [email], "emails")
+        check_eq(res.name.first_name, "Ada", "name.first_name")
+        check_eq(res.name.last_name, "Lovelace", "name.last_name")
+        check_eq(res.status, "active", "status")
+        check_eq(res.is_locked, False, "is_locked")
+        check_true("stytch_user" in res.roles, f"roles {res.roles}")
+        check_true(res.created_at is not None, "created_at")
+        check_eq(res.phone_numbers, [], "phone_numbers")
+
+    @check("users.get unknown user -> 404 user_not_found")
+    def _():
+        expect_stytch_error(
+            lambda: client.users.get(user_id=f"user-{ENV_NAME}-{uuid.uuid4()}"), 404, "user_not_found"
+        )
+
+    # ------------------------------------------------------------ magic links
+    @check("magic_links.create + authenticate starts a session")
+    def _():
+        ml = client.magic_links.create(user_id=S["user_id"])
+        check_eq(ml.status_code, 200, "create status_code")
+        check_eq(ml.user_id, S["user_id"], "create user_id")
+        check_true(len(ml.token) >= 20, f"token {ml.token!r}")
+        res = client.magic_links.authenticate(token=ml.token, session_duration_minutes=60)
+        check_eq(res.status_code, 200, "status_code")
+        check_eq(res.user_id, S["user_id"], "user_id")
+        check_eq(res.reset_sessions, False, "reset_sessions")
+        check_true(TOKEN_RE.match(res.session_token), f"session_token {res.session_token!r}")
+        session_shape(res.session, S["user_id"])
+        near_minutes_from_now(res.session.expires_at, 60, "expires_at")
+        f = res.session.authentication_factors
+        check_eq(len(f), 1, "factors")
+        check_eq((f[0].type.value, f[0].delivery_method.value), ("magic_link", "embedded"), "factor")
+        check_true(f[0].embeddable_magic_link_factor is not None, "embeddable_magic_link_factor missing")
+        check_eq(res.session.custom_claims, {}, "custom_claims")
+        S["first"] = res
+        S["token"] = res.session_token
+        S["session_id"] = res.session.session_id
+        S["jwt"] = res.session_jwt
+        expect_stytch_error(
+            lambda: client.magic_links.authenticate(token=ml.token, session_duration_minutes=60),
+            404,
+            "magic_link_not_found",
+        )
+
+    @check("magic_links.authenticate without duration starts no session")
+    def _():
+        ml = client.magic_links.create(user_id=S["user_id"])
+        res = client.magic_links.authenticate(token=ml.token)
+        check_eq(res.status_code, 200, "status_code")
+        check_eq(res.session, None, "session")
+        check_eq(res.session_token, "", "session_token")
+        check_eq(res.session_jwt, "", "session_jwt")
+
+    # ------------------------------------------------------------ sessions.authenticate
+    @check("sessions.authenticate by token without duration keeps expires_at")
+    def _():
+        time.sleep(1.1)
+        first = S["first"]
+        res = client.sessions.authenticate(session_token=S["token"])
+        check_eq(res.status_code, 200, "status_code")
+        check_eq(res.session_token, S["token"], "session_token unchanged")
+        check_eq(res.session.session_id, S["session_id"], "session_id")
+        check_eq(res.session.expires_at, first.session.expires_at, "expires_at")
+        check_true(
+            res.session.last_accessed_at > first.session.last_accessed_at,
+            f"last_accessed_at did not advance: {first.session.last_accessed_at} -> {res.session.last_accessed_at}",
+        )
+        check_eq(res.user.user_id, S["user_id"], "user.user_id")
+        S["jwt"] = res.session_jwt
+
+    @check("sessions.authenticate by token with session_duration_minutes sets expires_at")
+    def _():
+        res = client.sessions.authenticate(session_token=S["token"], session_duration_minutes=120)
+        near_minutes_from_now(res.session.expires_at, 120, "expires_at")
+        res = client.sessions.authenticate(session_token=S["token"], session_duration_minutes=30)
+        near_minutes_from_now(res.session.expires_at, 30, "expires_at after shortening")
+
+    @check("custom claims set; reserved names ignored")
+    def _():
+        res = client.sessions.authenticate(
+            session_token=S["token"],
+            session_custom_claims={
+                "plan": "pro",
+                "org": {"id": "o1", "tier": 1},
+                "iss": "evil",
+                "sub": "evil",
+                "https://stytch.com/x": 1,
+            },
+        )
+        check_eq(res.session.custom_claims, {"plan": "pro", "org": {"id": "o1", "tier": 1}}, "custom_claims")
+        _, payload = decode_jwt(res.session_jwt)
+        check_eq(payload["iss"], f"stytch.com/{PROJECT_ID}", "jwt iss")
+        check_eq(payload["sub"], S["user_id"], "jwt sub")
+        check_eq(payload.get("plan"), "pro", "jwt plan")
+        check_true("https://stytch.com/x" not in payload, "reserved claim leaked into JWT")
+
+    @check("custom claims nested merge update")
+    def _():
+        res = client.sessions.authenticate(
+            session_token=S["token"], session_custom_claims={"org": {"tier": 2, "region": "eu"}}
+        )
+        check_eq(
+            res.session.custom_claims,
+            {"plan": "pro", "org": {"id": "o1", "tier": 2, "region": "eu"}},
+            "custom_claims",
+        )
+
+    @check("custom claims deleted with null (top level and nested)")
+    def _():
+        res = client.sessions.authenticate(
+            session_token=S["token"], session_custom_claims={"plan": None, "org": {"region": None}}
+        )
+        check_eq(res.session.custom_claims, {"org": {"id": "o1", "tier": 2}}, "custom_claims")
+        again = client.sessions.authenticate(session_token=S["token"])
+        check_eq(again.session.custom_claims, {"org": {"id": "o1", "tier": 2}}, "custom_claims persisted")
+        S["jwt"] = again.session_jwt
+
+    @check("custom claims over 4096 bytes -> 400 custom_claims_too_large")
+    def _():
+        expect_stytch_error(
+            lambda: client.sessions.authenticate(
+                session_token=S["token"], session_custom_claims={"big": "x" * 5000}
+            ),
+            400,
+            "custom_claims_too_large",
+        )
+        res = client.sessions.authenticate(session_token=S["token"])
+        check_eq(res.session.custom_claims, {"org": {"id": "o1", "tier": 2}}, "custom_claims unchanged")
+
+    @check("session JWT header and claims match the contract")
+    def _():
+        header, payload = decode_jwt(S["jwt"])
+        check_eq(sorted(header), ["alg", "kid", "typ"], "header keys")
+        check_eq((header["alg"], header["typ"]), ("RS256", "JWT"), "alg/typ")
+        check_true(ID_RE["jwk"].match(header["kid"]), f"kid {header['kid']}")
+        check_eq(payload["aud"], [PROJECT_ID], "aud")
+        check_true(payload["iat"] == payload["nbf"], "iat != nbf")
+        check_true(0 < payload["exp"] - payload["iat"] <= 300, "exp - iat not in (0, 300]")
+        check_true("jti" not in payload, "jti present")
+        sc = payload["https://stytch.com/session"]
+        check_eq(
+            sorted(sc),
+            sorted(["id", "started_at", "last_accessed_at", "expires_at", "attributes", "authentication_factors", "roles"]),
+            "session claim keys",
+        )
+        check_eq(sc["id"], S["session_id"], "session claim id")
+
+    @check("sessions.authenticate by session_jwt")
+    def _():
+        res = client.sessions.authenticate(session_jwt=S["jwt"])
+        check_eq(res.status_code, 200, "status_code")
+        check_eq(res.session.session_id, S["session_id"], "session_id")
+        check_eq(res.session_token, "", "session_token")
+        check_true(res.session_jwt.count(".") == 2, "session_jwt")
+        check_eq(res.session.custom_claims, {"org": {"id": "o1", "tier": 2}}, "custom_claims")
+        S["jwt"] = res.session_jwt
+
+    @check("sessions.get lists the active session")
+    def _():
+        res = client.sessions.get(user_id=S["user_id"])
+        check_eq(res.status_code, 200, "status_code")
+        found = [s for s in res.sessions if s.session_id == S["session_id"]]
+        check_true(found, f"session not in {[s.session_id for s in res.sessions]}")
+        session_shape(found[0], S["user_id"])
+
+    @check("sessions.get unknown user -> 404 user_not_found")
+    def _():
+        expect_stytch_error(
+            lambda: client.sessions.get(user_id=f"user-{ENV_NAME}-{uuid.uuid4()}"), 404, "user_not_found"
+        )
+
+    # ------------------------------------------------------------ JWKS
+    @check("sessions.get_jwks returns complete keys")
+    def _():
+        res = client.sessions.get_jwks(project_id=PROJECT_ID)
+        check_eq(res.status_code, 200, "status_code")
+        check_true(res.keys, "no keys")
+        for k in res.keys:
+            check_eq((k.kty, k.use, k.alg, k.key_ops), ("RSA", "sig", "RS256", ["verify"]), "kty/use/alg/key_ops")
+            check_true(ID_RE["jwk"].match(k.kid), f"kid {k.kid}")
+            der = base64.b64decode(k.x5c[0])
+            check_eq(k.x5tS256, b64url(hashlib.sha256(der).digest()), "x5tS256")
+            cert = x509.load_der_x509_certificate(der)
+            nums = cert.public_key().public_numbers()
+            check_eq(nums.n, int.from_bytes(b64url_decode(k.n), "big"), "certificate modulus = n")
+            check_eq(nums.e, int.from_bytes(b64url_decode(k.e), "big"), "certificate exponent = e")
+            check_eq(nums.n.bit_length(), 2048, "modulus bits")
+        header, _ = decode_jwt(S["jwt"])
+        check_true(any(k.kid == header["kid"] for k in res.keys), "JWT kid not in JWKS")
+
+    # ------------------------------------------------------------ local JWT verification
+    @check("sessions.authenticate_jwt_local verifies a fresh JWT and returns session fields")
+    def _():
+        fresh = client.sessions.authenticate(session_token=S["token"])
+        S["jwt"] = fresh.session_jwt
+        s = client.sessions.authenticate_jwt_local(S["jwt"], max_token_age_seconds=60)
+        check_true(s is not None, "local verification failed (None)")
+        check_eq(s.session_id, S["session_id"], "session_id")
+        check_eq(s.user_id, S["user_id"], "user_id")
+        check_eq(s.custom_claims, {"org": {"id": "o1", "tier": 2}}, "custom_claims")
+        check_eq(s.started_at, fresh.session.started_at, "started_at")
+        check_eq(s.last_accessed_at, fresh.session.last_accessed_at, "last_accessed_at")
+        check_eq(s.expires_at, fresh.session.expires_at, "expires_at")
+        check_eq(s.roles, fresh.session.roles, "roles")
+        check_eq(s.attributes, fresh.session.attributes, "attributes")
+        check_eq(s.authentication_factors, fresh.session.authentication_factors, "authentication_factors")
+
+    @check("sessions.authenticate_jwt_local rejects a token older than max_token_age_seconds")
+    def _():
+        check_eq(client.sessions.authenticate_jwt_local(S["jwt"], max_token_age_seconds=0), None, "max age 0")
+        time.sleep(2.1)
+        check_eq(client.sessions.authenticate_jwt_local(S["jwt"], max_token_age_seconds=2), None, "max age 2 after 2 s")
+        s = client.sessions.authenticate_jwt_local(S["jwt"], max_token_age_seconds=300)
+        check_true(s is not None and s.session_id == S["session_id"], "generous max age rejected")
+
+    @check("sessions.authenticate_jwt_local rejects a tampered JWT")
+    def _():
+        h, p, sig = S["jwt"].split(".")
+        payload = json.loads(b64url_decode(p))
+        payload["org"] = {"id": "evil"}
+        forged = f"{h}.{b64url(json.dumps(payload).encode())}.{sig}"
+        check_eq(client.sessions.authenticate_jwt_local(forged), None, "forged JWT accepted locally")
+        expect_stytch_error(
+            lambda: client.sessions.authenticate(session_jwt=forged), 401, "unable_to_parse_session_jwt"
+        )
+
+    # ------------------------------------------------------------ authenticate_jwt
+    @check("sessions.authenticate_jwt uses the local path for a fresh JWT")
+    def _():
+        fresh = client.sessions.authenticate(session_token=S["token"])
+        res = client.sessions.authenticate_jwt(fresh.session_jwt, max_token_age_seconds=60)
+        check_eq(res.request_id, "", "request_id (local answers have none)")
+        check_eq(res.session_jwt, fresh.session_jwt, "session_jwt echoed")
+        check_eq(res.session.session_id, S["session_id"], "session_id")
+        check_eq(res.session.custom_claims, {"org": {"id": "o1", "tier": 2}}, "custom_claims")
+        S["jwt"] = fresh.session_jwt
+
+    @check("sessions.authenticate_jwt falls back to the API for a too-old JWT")
+    def _():
+        time.sleep(1.1)
+        res = client.sessions.authenticate_jwt(
+            S["jwt"], max_token_age_seconds=1, session_custom_claims={"via": "remote"}
+        )
+        check_eq(res.status_code, 200, "status_code")
+        check_true(res.request_id.startswith(f"request-id-{ENV_NAME}-"), f"request_id {res.request_id!r} (not remote)")
+        check_eq(res.session.session_id, S["session_id"], "session_id")
+        check_true(res.session_jwt and res.session_jwt != S["jwt"], "no new JWT minted")
+        check_eq(res.session.custom_claims, {"org": {"id": "o1", "tier": 2}, "via": "remote"}, "custom_claims applied remotely")
+        _, payload = decode_jwt(res.session_jwt)
+        check_eq(payload.get("via"), "remote", "new JWT carries the claim")
+        S["jwt"] = res.session_jwt
+
+    @check("sessions.authenticate_jwt with max_token_age_seconds 0 forces the API")
+    def _():
+        res = client.sessions.authenticate_jwt(S["jwt"], max_token_age_seconds=0)
+        check_true(res.request_id.startswith(f"request-id-{ENV_NAME}-"), f"request_id {res.request_id!r} (not remote)")
+        check_eq(res.session.session_id, S["session_id"], "session_id")
+
+    @check("async client: authenticate_async + authenticate_jwt_local_async")
+    async def _():
+        try:
+            res = await client.sessions.authenticate_async(session_token=S["token"])
+            check_eq(res.session.session_id, S["session_id"], "session_id")
+            s = await client.sessions.authenticate_jwt_local_async(res.session_jwt, max_token_age_seconds=60)
+            check_true(s is not None and s.session_id == S["session_id"], "local async verification failed")
+            await expect_stytch_error_async(
+                client.sessions.authenticate_async(session_token=S["token"], session_duration_minutes=4),
+                400,
+                "invalid_session_duration_minutes",
+            )
+        finally:
+            await client.close()
+
+    # ------------------------------------------------------------ revoke
+    @check("sessions.revoke by session_id")
+    def _():
+        s = new_magic_link_session(S["user_id"])
+        res = client.sessions.revoke(session_id=s.session.session_id)
+        check_eq(res.status_code, 200, "status_code")
+        expect_stytch_error(lambda: client.sessions.authenticate(session_token=s.session_token), 404, "session_not_found")
+        expect_stytch_error(lambda: client.sessions.revoke(session_id=s.session.session_id), 404, "session_not_found")
+        listed = client.sessions.get(user_id=S["user_id"]).sessions
+        check_true(all(x.session_id != s.session.session_id for x in listed), "revoked session still listed")
+
+    @check("sessions.revoke by session_token")
+    def _():
+        s = new_magic_link_session(S["user_id"])
+        res = client.sessions.revoke(session_token=s.session_token)
+        check_eq(res.status_code, 200, "status_code")
+        expect_stytch_error(lambda: client.sessions.authenticate(session_token=s.session_token), 404, "session_not_found")
+        expect_stytch_error(lambda: client.sessions.authenticate(session_jwt=s.session_jwt), 404, "session_not_found")
+
+    @check("sessions.revoke by session_jwt; JWT still verifies locally, API rejects it")
+    def _():
+        s = new_magic_link_session(S["user_id"])
+        res = client.sessions.revoke(session_jwt=s.session_jwt)
+        check_eq(res.status_code, 200, "status_code")
+        expect_stytch_error(lambda: client.sessions.authenticate(session_token=s.session_token), 404, "session_not_found")
+        expect_stytch_error(lambda: client.sessions.authenticate(session_jwt=s.session_jwt), 404, "session_not_found")
+        local = client.sessions.authenticate_jwt_local(s.session_jwt)
+        check_true(local is not None and local.session_id == s.session.session_id, "local verification failed")
+        expect_stytch_error(
+            lambda: client.sessions.authenticate_jwt(s.session_jwt, max_token_age_seconds=0), 404, "session_not_found"
+        )
+
+    @check("sessions.revoke argument errors")
+    def _():
+        expect_stytch_error(lambda: client.sessions.revoke(), 400, "no_session_revoke_arguments")
+        expect_stytch_error(
+            lambda: client.sessions.revoke(session_id=S["session_id"], session_jwt=S["jwt"]),
+            400,
+            "too_many_session_revoke_arguments",
+        )
+        expect_stytch_error(lambda: client.sessions.revoke(session_id="not-a-session-id"), 400, "invalid_session_id")
+        expect_stytch_error(
+            lambda: client.sessions.revoke(session_id=f"session-{ENV_NAME}-{uuid.uuid4()}"), 404, "session_not_found"
+        )
+        res = client.sessions.authenticate(session_token=S["token"])
+        check_eq(res.session.session_id, S["session_id"], "main session untouched")
+
+    # ------------------------------------------------------------ typed errors
+    @check("bad secret -> 401 unauthorized_credentials")
+    def _():
+        expect_stytch_error(lambda: bad_client.sessions.authenticate(session_token=S["token"]), 401, "unauthorized_credentials")
+        expect_stytch_error(lambda: bad_client.users.get(user_id=S["user_id"]), 401, "unauthorized_credentials")
+
+    @check("unknown session token -> 404 session_not_found")
+    def _():
+        bogus = b64url(secrets.token_bytes(33))
+        expect_stytch_error(lambda: client.sessions.authenticate(session_token=bogus), 404, "session_not_found")
+
+    @check("session_duration_minutes 4 -> 400 invalid_session_duration_minutes")
+    def _():
+        expect_stytch_error(
+            lambda: client.sessions.authenticate(session_token=S["token"], session_duration_minutes=4),
+            400,
+            "invalid_session_duration_minutes",
+        )
+
+    @check("both token and JWT -> 400 too_many_session_arguments")
+    def _():
+        expect_stytch_error(
+            lambda: client.sessions.authenticate(session_token=S["token"], session_jwt=S["jwt"]),
+            400,
+            "too_many_session_arguments",
+        )
+
+    @check("neither token nor JWT -> 400 no_session_arguments")
+    def _():
+        expect_stytch_error(lambda: client.sessions.authenticate(), 400, "no_session_arguments")
+
+    # ------------------------------------------------------------ migrate
+    @check("users.create with the UserInfo email")
+    def _():
+        res = client.users.create(email=USERINFO_EMAIL, name={"first_name": "Mig", "last_name": "Rant"})
+        check_eq(res.status_code, 200, "status_code")
+        S["mig_user_id"] = res.user_id
+
+    @check("users.create duplicate email -> 400 duplicate_email")
+    def _():
+        expect_stytch_error(lambda: client.users.create(email=USERINFO_EMAIL), 400, "duplicate_email")
+
+    @check("sessions.migrate with duration starts a session for the UserInfo user")
+    def _():
+        res = client.sessions.migrate(session_token="good-token", session_duration_minutes=60)
+        check_eq(res.status_code, 200, "status_code")
+        check_eq(res.user_id, S["mig_user_id"], "user_id")
+        check_eq(res.user.user_id, S["mig_user_id"], "user.user_id")
+        check_true(TOKEN_RE.match(res.session_token), f"session_token {res.session_token!r}")
+        session_shape(res.session, S["mig_user_id"])
+        near_minutes_from_now(res.session.expires_at, 60, "expires_at")
+        check_eq(
+            [(f.type.value, f.delivery_method.value) for f in res.session.authentication_factors],
+            [("imported", "imported_auth0")],
+            "factors",
+        )
+        auth = client.sessions.authenticate(session_token=res.session_token)
+        check_eq(auth.session.session_id, res.session.session_id, "authenticated session_id")
+        local = client.sessions.authenticate_jwt_local(res.session_jwt)
+        check_true(local is not None and local.user_id == S["mig_user_id"], "local verification of migrate JWT")
+        S["mig_token"] = res.session_token
+
+    @check("sessions.migrate without duration returns no session")
+    def _():
+        res = client.sessions.migrate(session_token="good-token")
+        check_eq(res.status_code, 200, "status_code")
+        check_eq(res.user_id, S["mig_user_id"], "user_id")
+        check_eq(res.session, None, "session")
+        check_eq(res.session_token, "", "session_token")
+        check_eq(res.session_jwt, "", "session_jwt")
+
+    @check("sessions.migrate unknown email -> 404 migrate_from_external_email_does_not_exist")
+    def _():
+        expect_stytch_error(
+            lambda: client.sessions.migrate(session_token="unknown-email", session_duration_minutes=60),
+            404,
+            "migrate_from_external_email_does_not_exist",
+        )
+
+    @check("sessions.migrate rejected IdP token -> 400 migrate_from_external_unexpected_response")
+    def _():
+        expect_stytch_error(
+            lambda: client.sessions.migrate(session_token="bad-token", session_duration_minutes=60),
+            400,
+            "migrate_from_external_unexpected_response",
+        )
+
+    # ------------------------------------------------------------ users.delete
+    @check("users.delete removes the user and revokes its sessions")
+    def _():
+        res = client.users.delete(user_id=S["mig_user_id"])
+        check_eq(res.status_code, 200, "status_code")
+        check_eq(res.user_id, S["mig_user_id"], "user_id")
+        S.pop("mig_user_id")
+        expect_stytch_error(lambda: client.users.get(user_id=res.user_id), 404, "user_not_found")
+        expect_stytch_error(lambda: client.sessions.authenticate(session_token=S["mig_token"]), 404, "session_not_found")
+
+    @check("users.delete main user; its session is gone")
+    def _():
+        res = client.users.delete(user_id=S["user_id"])
+        check_eq(res.status_code, 200, "status_code")
+        expect_stytch_error(lambda: client.sessions.authenticate(session_token=S["token"]), 404, "session_not_found")
+        expect_stytch_error(lambda: client.sessions.authenticate(session_jwt=S["jwt"]), 404, "session_not_found")
+
+    # Free the UserInfo email even if a check above failed.
+    if "mig_user_id" in S:
+        try:
+            client.users.delete(user_id=S["mig_user_id"])
+        except Exception:  # noqa: BLE001
+            pass
+
+
+async def expect_stytch_error_async(coro: Any, status: int, error_type: str) -> None:
+    try:
+        res = await coro
+    except StytchError as e:
+        d = e.details
+        check_true(
+            d.status_code == status and d.error_type == error_type,
+            f"expected {status} {error_type}, got {d.status_code} {d.error_type} ({d.error_message})",
+        )
+        return
+    raise CheckFailure(f"expected {status} {error_type}, got success {str(res)[:300]}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception:  # noqa: BLE001
+        failed += 1
+        print(f"FAIL - suite crashed: {one_line(traceback.format_exc())}")
+    print(f"{passed} passed, {failed} failed", flush=True)
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Runs the official Stytch SDK suites (Node `stytch`, Python `stytch`) against a real
+# hallpass server.
+#
+#   tests/sdk/run.sh DATABASE_URL
+#
+# DATABASE_URL: a SQLite file path (e.g. /tmp/sdk/hallpass.db; its folder is created) or a
+# ready postgres://… URL. The caller creates and drops the database.
+# HALLPASS_BIN: the binary to test (default: target/debug/hallpass under the repo root).
+# SDK_SUITES:   which suites to run, default "node python".
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+  echo "usage: $0 DATABASE_URL" >&2
+  exit 2
+fi
+DATABASE_URL=$1
+
+SDK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SDK_DIR/../.." && pwd)
+HALLPASS_BIN=${HALLPASS_BIN:-$REPO_ROOT/target/debug/hallpass}
+[[ $HALLPASS_BIN = /* ]] || HALLPASS_BIN=$REPO_ROOT/$HALLPASS_BIN
+SDK_SUITES=${SDK_SUITES:-node python}
+
+if [[ ! -x $HALLPASS_BIN ]]; then
+  echo "run.sh: no hallpass binary at $HALLPASS_BIN (build it, or set HALLPASS_BIN)" >&2
+  exit 2
+fi
+for tool in node npm python3 curl openssl; do
+  command -v "$tool" >/dev/null || { echo "run.sh: $tool is required" >&2; exit 2; }
+done
+
+# ---------------------------------------------------------------- SDK installs (pinned)
+PY_DIR=$SDK_DIR/python
+VENV=$PY_DIR/.venv
+REQ_SUM=$(sha256sum "$PY_DIR/requirements.txt" | cut -d' ' -f1)
+if [[ ! -x $VENV/bin/python || "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$REQ_SUM" ]]; then
+  echo "# creating $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$PY_DIR/requirements.txt"
+  echo "$REQ_SUM" >"$VENV/.requirements.sha256"
+fi
+
+NODE_DIR=$SDK_DIR/node
+LOCK_SUM=$(sha256sum "$NODE_DIR/package-lock.json" | cut -d' ' -f1)
+if [[ ! -d $NODE_DIR/node_modules/stytch || "$(cat "$NODE_DIR/node_modules/.lock.sha256" 2>/dev/null)" != "$LOCK_SUM" ]]; then
+  echo "# npm ci in $NODE_DIR"
+  (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$LOCK_SUM" >"$NODE_DIR/node_modules/.lock.sha256"
+fi
+
+# ---------------------------------------------------------------- processes
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/hallpass-sdk.XXXXXX")
+USERINFO_PID=""
+SERVER_PID=""
+cleanup() {
+  local rc=$?
+  for pid in $SERVER_PID $USERINFO_PID; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ $rc -ne 0 && -f $WORK/hallpass.log ]]; then
+    echo "# last lines of the hallpass log ($WORK/hallpass.log):" >&2
+    tail -n 40 "$WORK/hallpass.log" >&2 || true
+  fi
+  if [[ $rc -eq 0 && -z ${KEEP_SDK_WORK:-} ]]; then rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# A fresh email each run, so the same database can be used again.
+USERINFO_EMAIL="sdk-migrate-$(python3 -c 'import uuid; print(uuid.uuid4())')@example.com"
+python3 "$SDK_DIR/userinfo_server.py" --email "$USERINFO_EMAIL" --port-file "$WORK/userinfo.port" \
+  2>"$WORK/userinfo.log" &
+USERINFO_PID=$!
+for _ in $(seq 100); do [[ -s $WORK/userinfo.port ]] && break; sleep 0.1; done
+[[ -s $WORK/userinfo.port ]] || { echo "run.sh: userinfo server did not start" >&2; cat "$WORK/userinfo.log" >&2; exit 1; }
+USERINFO_PORT=$(cat "$WORK/userinfo.port")
+
+case $DATABASE_URL in
+  postgres://* | postgresql://* | sqlite:*) ;;
+  *) mkdir -p "$(dirname "$DATABASE_URL")" ;;
+esac
+
+PORT=$(free_port)
+PROJECT_ID="project-test-$(python3 -c 'import uuid; print(uuid.uuid4())')"
+SECRET="secret-test-$(openssl rand -hex 24)"
+export HALLPASS_URL="http://127.0.0.1:$PORT"
+export HALLPASS_PROJECT_ID=$PROJECT_ID
+export HALLPASS_SECRET=$SECRET
+export USERINFO_EMAIL
+
+HALLPASS_LISTEN="127.0.0.1:$PORT" \
+HALLPASS_DATABASE_URL="$DATABASE_URL" \
+HALLPASS_MASTER_KEY="$(openssl rand -base64 32)" \
+HALLPASS_BOOTSTRAP_PROJECT_ID="$PROJECT_ID" \
+HALLPASS_BOOTSTRAP_SECRET="$SECRET" \
+HALLPASS_BOOTSTRAP_USERINFO_URL="http://127.0.0.1:$USERINFO_PORT/userinfo" \
+  "$HALLPASS_BIN" serve >"$WORK/hallpass.log" 2>&1 &
+SERVER_PID=$!
+
+echo "# hallpass $HALLPASS_BIN on $HALLPASS_URL, database $DATABASE_URL, logs in $WORK"
+ready=""
+deadline=$((SECONDS + 30))
+while ((SECONDS < deadline)); do
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "run.sh: hallpass exited before it was ready" >&2
+    exit 1
+  fi
+  if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$HALLPASS_URL/readyz" || true) == 200 ]]; then
+    ready=1
+    break
+  fi
+  sleep 0.1
+done
+[[ -n $ready ]] || { echo "run.sh: hallpass not ready after 30 s" >&2; exit 1; }
+
+# ---------------------------------------------------------------- suites
+status=0
+total_passed=0
+total_failed=0
+for suite in $SDK_SUITES; do
+  echo "# ---- $suite SDK suite"
+  rc=0
+  case $suite in
+    node) (cd "$NODE_DIR" && node suite.js) >"$WORK/$suite.out" 2>&1 || rc=$? ;;
+    python) (cd "$PY_DIR" && "$VENV/bin/python" -W ignore suite.py) >"$WORK/$suite.out" 2>&1 || rc=$? ;;
+    *) echo "run.sh: unknown suite $suite" >"$WORK/$suite.out"; rc=2 ;;
+  esac
+  # Prefix each line so the per-suite summaries are not taken for the run's own.
+  sed "s/^/[$suite] /" "$WORK/$suite.out"
+  summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$WORK/$suite.out" | tail -n 1 || true)
+  if [[ -n $summary ]]; then
+    total_passed=$((total_passed + $(cut -d' ' -f1 <<<"$summary")))
+    total_failed=$((total_failed + $(cut -d' ' -f3 <<<"$summary")))
+  fi
+  if [[ $rc -ne 0 ]]; then
+    status=1
+    [[ -n $summary && $(cut -d' ' -f3 <<<"$summary") -gt 0 ]] || total_failed=$((total_failed + 1))
+  fi
+done
+
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+  echo "run.sh: hallpass died during the suites" >&2
+  status=1
+  total_failed=$((total_failed + 1))
+fi
+echo "$total_passed passed, $total_failed failed"
+exit "$status"
