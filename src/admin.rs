@@ -58,8 +58,14 @@ pub async fn create_project(
     )
     .await?;
     let secret = OpaqueToken::generate();
-    store::projects::insert_secret(db, Uuid::new_v4(), id.uuid, &hash(secret.expose()).await?, now)
-        .await?;
+    store::projects::insert_secret(
+        db,
+        Uuid::new_v4(),
+        id.uuid,
+        &hash(secret.expose()).await?,
+        now,
+    )
+    .await?;
     keyring::converge(db, master, schedule, id.uuid, env, now).await?;
     Ok(Credentials {
         project_id: id,
@@ -102,16 +108,16 @@ pub async fn bootstrap(
         },
     )
     .await?;
-    if let Some(url) = userinfo_url {
-        if let Some(mut row) = store::projects::get(db, id.uuid).await? {
-            if row.userinfo_url.as_deref() != Some(url) {
-                row.userinfo_url = Some(url.to_string());
-                store::projects::update_settings(db, &row).await?;
-            }
-        }
+    if let Some(url) = userinfo_url
+        && let Some(mut row) = store::projects::get(db, id.uuid).await?
+        && row.userinfo_url.as_deref() != Some(url)
+    {
+        row.userinfo_url = Some(url.to_string());
+        store::projects::update_settings(db, &row).await?;
     }
     // The row id is derived from project and secret: the same pair always lands on one row.
-    let digest = crypto::sha256(format!("hallpass bootstrap secret\0{project}\0{secret}").as_bytes());
+    let digest =
+        crypto::sha256(format!("hallpass bootstrap secret\0{project}\0{secret}").as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     let secret_id = uuid::Builder::from_random_bytes(bytes).into_uuid();
@@ -137,7 +143,11 @@ pub fn validate_userinfo_url(url: &str) -> Result<(), AdminError> {
 }
 
 /// Issues a new secret; the old ones keep working until `revoke_old_secrets`.
-pub async fn rotate_secret(db: &Db, project: Uuid, now: i64) -> Result<(Uuid, OpaqueToken), AdminError> {
+pub async fn rotate_secret(
+    db: &Db,
+    project: Uuid,
+    now: i64,
+) -> Result<(Uuid, OpaqueToken), AdminError> {
     let secret = OpaqueToken::generate();
     let id = Uuid::new_v4();
     store::projects::insert_secret(db, id, project, &hash(secret.expose()).await?, now).await?;

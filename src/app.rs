@@ -114,7 +114,10 @@ impl AppState {
 
     /// Starts the background tasks: ring maintenance and directory refresh, and the
     /// write-behind of `last_accessed_at`. They stop when `shutdown` fires.
-    pub fn spawn_background(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn spawn_background(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let refresh = {
             let state = self.clone();
             let mut stop = shutdown.clone();
@@ -221,7 +224,8 @@ async fn method_not_allowed() -> Error {
 /// Gives every request an id (body, header, logs) and one log line when it ends.
 async fn request_context(req: Request, next: Next) -> Response {
     let id = format(Kind::Request, env_hint(&req), Uuid::new_v4());
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
     let mut response = request_id::scope(id.clone(), next.run(req).instrument(span.clone())).await;
     span.in_scope(|| {
@@ -244,7 +248,11 @@ fn env_hint(req: &Request) -> Env {
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
         .is_some_and(|d| d.starts_with(b"project-live-"));
     if live_basic || req.uri().path().contains("project-live-") {
         Env::Live
@@ -266,7 +274,10 @@ async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Re
 async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     match axum::body::to_bytes(body, state.settings.body_limit).await {
-        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
         Err(_) => {
             // The rest of the body is still on the wire: close the connection after this.
             let mut r = Error::PayloadTooLarge(state.settings.body_limit).into_response();
@@ -283,5 +294,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

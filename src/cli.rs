@@ -18,7 +18,11 @@ use crate::keyring;
 use crate::store::{self, Db};
 
 #[derive(Parser, Debug)]
-#[command(name = "hallpass", version, about = "A self-hosted session authority that speaks Stytch's Sessions API")]
+#[command(
+    name = "hallpass",
+    version,
+    about = "A self-hosted session authority that speaks Stytch's Sessions API"
+)]
 pub struct Cli {
     /// A TOML file laid over the built-in defaults (config/default.toml lists every key).
     #[arg(long, global = true, value_name = "FILE")]
@@ -256,7 +260,15 @@ async fn serve(config: Config) -> Result<(), Fatal> {
         tracing::info!(project = %id, "bootstrap project ready");
         preferred = Some(id.uuid);
     } else if store::projects::list(&db).await?.is_empty() {
-        let creds = admin::create_project(&db, &master, &settings.schedule, "development", Env::Test, now).await?;
+        let creds = admin::create_project(
+            &db,
+            &master,
+            &settings.schedule,
+            "development",
+            Env::Test,
+            now,
+        )
+        .await?;
         print_dev_credentials(&config, &creds);
     }
     if !config.bootstrap.default_project_id.is_empty() {
@@ -270,6 +282,15 @@ async fn serve(config: Config) -> Result<(), Fatal> {
 
     let state = AppState::new(db.clone(), master, clock, settings, preferred);
     state.maintain().await;
+    let problems = state.directory.key_problems();
+    if !problems.is_empty() {
+        return Err(Fatal(format!(
+            "{} stored signing key(s) cannot be opened: {}. Start with the HALLPASS_MASTER_KEY they \
+             were sealed under (several may be given, comma-separated, newest first).",
+            problems.len(),
+            problems.join("; ")
+        )));
+    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| Fatal(format!("cannot listen on {}: {e}", config.server.listen)))?;
@@ -370,7 +391,10 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
                     .collect();
                 println!("{}", serde_json::Value::Array(list));
             } else {
-                println!("{:<54} {:<20} {:<22} USERINFO_URL", "PROJECT_ID", "NAME", "CREATED");
+                println!(
+                    "{:<54} {:<20} {:<22} USERINFO_URL",
+                    "PROJECT_ID", "NAME", "CREATED"
+                );
                 for p in rows {
                     println!(
                         "{:<54} {:<20} {:<22} {}",
@@ -401,7 +425,9 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
                 match v {
                     0 => Ok(None),
                     1..=527_040 => Ok(Some(v)),
-                    _ => Err(Fatal(format!("--{name} must be between 0 (off) and 527040"))),
+                    _ => Err(Fatal(format!(
+                        "--{name} must be between 0 (off) and 527040"
+                    ))),
                 }
             };
             if let Some(v) = idle_timeout_minutes {
@@ -414,8 +440,10 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
             println!(
                 "updated {project_id}: userinfo_url={} idle_timeout_minutes={} absolute_lifetime_minutes={}",
                 row.userinfo_url.as_deref().unwrap_or("-"),
-                row.idle_timeout_minutes.map_or("off".into(), |v| v.to_string()),
-                row.absolute_lifetime_minutes.map_or("off".into(), |v| v.to_string()),
+                row.idle_timeout_minutes
+                    .map_or("off".into(), |v| v.to_string()),
+                row.absolute_lifetime_minutes
+                    .map_or("off".into(), |v| v.to_string()),
             );
         }
         ProjectCommand::RotateSecret {
@@ -498,7 +526,10 @@ async fn keys(config: Config, cmd: KeysCommand) -> Result<(), Fatal> {
             let row = admin::get_project(&db, &project_id).await?;
             let env = Env::from_live(row.live);
             let kid = keyring::rotate_now(&db, &master, &schedule, row.id, env, now, force).await?;
-            println!("{} now signs; running servers pick it up within seconds", ids::format(Kind::Jwk, env, kid));
+            println!(
+                "{} now signs; running servers pick it up within seconds",
+                ids::format(Kind::Jwk, env, kid)
+            );
         }
         KeysCommand::Revoke { project_id, kid } => {
             let row = admin::get_project(&db, &project_id).await?;
@@ -506,7 +537,12 @@ async fn keys(config: Config, cmd: KeysCommand) -> Result<(), Fatal> {
             let id = ids::parse(Kind::Jwk, &kid)
                 .filter(|(e, _)| *e == env)
                 .map(|(_, id)| id)
-                .ok_or_else(|| Fatal(format!("{kid:?} is not a key id of this project (jwk-{}-<uuid>)", env.as_str())))?;
+                .ok_or_else(|| {
+                    Fatal(format!(
+                        "{kid:?} is not a key id of this project (jwk-{}-<uuid>)",
+                        env.as_str()
+                    ))
+                })?;
             let before = keyring::revoke(&db, &master, &schedule, row.id, env, id, now).await?;
             println!(
                 "revoked {kid} (was {}); servers refuse its JWTs within seconds",
@@ -514,13 +550,20 @@ async fn keys(config: Config, cmd: KeysCommand) -> Result<(), Fatal> {
             );
         }
         KeysCommand::Reencrypt => {
-            let projects: Vec<_> = store::projects::list(&db).await?.into_iter().map(|p| p.id).collect();
+            let projects: Vec<_> = store::projects::list(&db)
+                .await?
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
             let changed = keyring::reencrypt(&db, &master, &projects, |done, total| {
                 eprint!("\rre-sealing keys: {done}/{total}");
             })
             .await?;
             eprintln!();
-            println!("{changed} key(s) re-sealed under master key {}", master.newest_id());
+            println!(
+                "{changed} key(s) re-sealed under master key {}",
+                master.newest_id()
+            );
         }
     }
     Ok(())

@@ -27,7 +27,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "[redacted]" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "[redacted]"
+        })
     }
 }
 
@@ -131,7 +135,12 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
         "project_id",
         Kind::Str,
     ),
-    ("HALLPASS_BOOTSTRAP_SECRET", "bootstrap", "secret", Kind::Str),
+    (
+        "HALLPASS_BOOTSTRAP_SECRET",
+        "bootstrap",
+        "secret",
+        Kind::Str,
+    ),
     (
         "HALLPASS_BOOTSTRAP_USERINFO_URL",
         "bootstrap",
@@ -215,13 +224,31 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let nonzero = [
-            ("server.request_timeout_seconds", self.server.request_timeout_seconds),
-            ("server.body_limit_bytes", self.server.body_limit_bytes as u64),
-            ("server.argon2_concurrency", self.server.argon2_concurrency as u64),
-            ("database.max_connections", u64::from(self.database.max_connections)),
-            ("keys.rotation_interval_seconds", self.keys.rotation_interval_seconds),
+            (
+                "server.request_timeout_seconds",
+                self.server.request_timeout_seconds,
+            ),
+            (
+                "server.body_limit_bytes",
+                self.server.body_limit_bytes as u64,
+            ),
+            (
+                "server.argon2_concurrency",
+                self.server.argon2_concurrency as u64,
+            ),
+            (
+                "database.max_connections",
+                u64::from(self.database.max_connections),
+            ),
+            (
+                "keys.rotation_interval_seconds",
+                self.keys.rotation_interval_seconds,
+            ),
             ("keys.jwks_max_age_seconds", self.keys.jwks_max_age_seconds),
-            ("keys.refresh_interval_seconds", self.keys.refresh_interval_seconds),
+            (
+                "keys.refresh_interval_seconds",
+                self.keys.refresh_interval_seconds,
+            ),
         ];
         for (key, value) in nonzero {
             if value == 0 {
@@ -300,7 +327,9 @@ mod tests {
     fn defaults_load_and_pick_sqlite() {
         let c = Config::load_from(None, env(&[])).unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
-        assert!(matches!(c.database_target(), DatabaseTarget::Sqlite(p) if p == Path::new("hallpass.db")));
+        assert!(
+            matches!(c.database_target(), DatabaseTarget::Sqlite(p) if p == Path::new("hallpass.db"))
+        );
         assert_eq!(c.keys.jwks_max_age_seconds, 300);
     }
 
@@ -318,7 +347,10 @@ mod tests {
         assert!(matches!(c.database_target(), DatabaseTarget::Postgres(_)));
         let err = Config::load_from(None, env(&[("HALLPASS_KEYS_JWKS_MAX_AGE_SECONDS", "soon")]))
             .unwrap_err();
-        assert!(err.to_string().contains("HALLPASS_KEYS_JWKS_MAX_AGE_SECONDS"));
+        assert!(
+            err.to_string()
+                .contains("HALLPASS_KEYS_JWKS_MAX_AGE_SECONDS")
+        );
         let err = Config::load_from(None, env(&[("HALLPASS_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("xml"), "{err}");
     }
@@ -333,7 +365,10 @@ mod tests {
         assert!(err.to_string().contains("server.listen_addr"), "{err}");
         std::fs::write(&file, "[server]\nlisten = \"nonsense\"\n").unwrap();
         let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
-        assert!(err.to_string().contains("listen") || err.to_string().contains("address"), "{err}");
+        assert!(
+            err.to_string().contains("listen") || err.to_string().contains("address"),
+            "{err}"
+        );
     }
 
     #[test]

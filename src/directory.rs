@@ -34,7 +34,10 @@ pub struct Ring {
 
 impl Ring {
     pub fn find(&self, kid: Uuid) -> Option<&PublicKey> {
-        self.keys.iter().find(|k| k.public.id == kid).map(|k| &k.public)
+        self.keys
+            .iter()
+            .find(|k| k.public.id == kid)
+            .map(|k| &k.public)
     }
 }
 
@@ -53,6 +56,8 @@ struct Snapshot {
     projects: HashMap<Uuid, Arc<Project>>,
     default: Option<Uuid>,
     loaded: bool,
+    /// Keys that could not be opened (wrong master key, damaged row): left out of the ring.
+    problems: Vec<String>,
 }
 
 pub struct Directory {
@@ -106,6 +111,11 @@ impl Directory {
         s.loaded && s.projects.values().all(|p| p.ring.signer.is_some())
     }
 
+    /// Stored keys this instance could not open, as messages naming them.
+    pub fn key_problems(&self) -> Vec<String> {
+        self.read().problems.clone()
+    }
+
     pub fn project_count(&self) -> usize {
         self.read().projects.len()
     }
@@ -130,13 +140,14 @@ impl Directory {
 
         let mut projects = HashMap::with_capacity(rows.len());
         let mut live_keys = HashMap::new();
+        let mut problems = Vec::new();
         for row in rows {
             let id = ProjectId {
                 env: Env::from_live(row.live),
                 uuid: row.id,
             };
             let key_rows = keys_by_project.remove(&row.id).unwrap_or_default();
-            let ring = self.build_ring(&id, &key_rows, &mut live_keys)?;
+            let ring = self.build_ring(&id, &key_rows, &mut live_keys, &mut problems)?;
             projects.insert(
                 row.id,
                 Arc::new(Project {
@@ -160,10 +171,16 @@ impl Directory {
         if let Ok(mut cache) = self.keys.lock() {
             *cache = live_keys;
         }
+        if problems != self.read().problems {
+            for p in &problems {
+                tracing::error!(problem = %p, "a stored signing key cannot be used; it is left out");
+            }
+        }
         let next = Arc::new(Snapshot {
             projects,
             default,
             loaded: true,
+            problems,
         });
         match self.snapshot.write() {
             Ok(mut s) => *s = next,
@@ -177,6 +194,7 @@ impl Directory {
         project: &ProjectId,
         rows: &[KeyRow],
         live_keys: &mut HashMap<Uuid, Arc<LoadedKey>>,
+        problems: &mut Vec<String>,
     ) -> Result<Ring, RefreshError> {
         let mut keys = Vec::with_capacity(rows.len());
         let mut info = Vec::with_capacity(rows.len());
@@ -185,7 +203,14 @@ impl Directory {
             let Some(state) = KeyState::parse(&row.state) else {
                 continue;
             };
-            let loaded = self.load_key(project.env, row)?;
+            // One unusable key must not take every project down with it.
+            let loaded = match self.load_key(project.env, row) {
+                Ok(k) => k,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            };
             live_keys.insert(row.id, loaded.clone());
             if state == KeyState::Current {
                 signer = Some(loaded.signing.clone());

@@ -80,21 +80,21 @@ impl Error {
                 (StatusCode::BAD_REQUEST, "too_many_session_revoke_arguments")
             }
             InvalidSessionId => (StatusCode::BAD_REQUEST, "invalid_session_id"),
-            InvalidSessionDuration => {
-                (StatusCode::BAD_REQUEST, "invalid_session_duration_minutes")
-            }
+            InvalidSessionDuration => (StatusCode::BAD_REQUEST, "invalid_session_duration_minutes"),
             CustomClaimsTooLarge => (StatusCode::BAD_REQUEST, "custom_claims_too_large"),
             UnparsableJwt => (StatusCode::UNAUTHORIZED, "unable_to_parse_session_jwt"),
             UserNotFound => (StatusCode::NOT_FOUND, "user_not_found"),
             DuplicateEmail => (StatusCode::BAD_REQUEST, "duplicate_email"),
             InvalidEmail => (StatusCode::BAD_REQUEST, "invalid_email"),
             MagicLinkNotFound => (StatusCode::NOT_FOUND, "magic_link_not_found"),
-            MigrateEmailDoesNotExist => {
-                (StatusCode::NOT_FOUND, "migrate_from_external_email_does_not_exist")
-            }
-            MigrateUnexpectedResponse(_) => {
-                (StatusCode::BAD_REQUEST, "migrate_from_external_unexpected_response")
-            }
+            MigrateEmailDoesNotExist => (
+                StatusCode::NOT_FOUND,
+                "migrate_from_external_email_does_not_exist",
+            ),
+            MigrateUnexpectedResponse(_) => (
+                StatusCode::BAD_REQUEST,
+                "migrate_from_external_unexpected_response",
+            ),
             InvalidUserinfoUrl => (StatusCode::BAD_REQUEST, "invalid_userinfo_url"),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

@@ -1,4 +1,5 @@
 //! hallpass: a self-hosted session authority that answers Stytch's consumer Sessions API.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
 pub mod app;

@@ -186,7 +186,10 @@ fn aead_key(key: &[u8; 32]) -> LessSafeKey {
 fn fingerprint(key: &[u8; 32]) -> String {
     let mut input = b"hallpass master key v1:".to_vec();
     input.extend_from_slice(key);
-    sha256(&input)[..8].iter().map(|b| format!("{b:02x}")).collect()
+    sha256(&input)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -197,7 +200,11 @@ mod tests {
     fn tokens_are_264_bit_base64url() {
         let t = OpaqueToken::generate();
         assert_eq!(t.expose().len(), 44);
-        assert!(t.expose().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            t.expose()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_ne!(t, OpaqueToken::generate());
         assert_eq!(format!("{t:?}"), "OpaqueToken([redacted])");
     }
@@ -206,7 +213,10 @@ mod tests {
     fn secrets_verify_only_themselves() {
         let phc = hash_secret("correct horse battery staple, long enough");
         assert!(phc.starts_with("$argon2id$"));
-        assert!(verify_secret("correct horse battery staple, long enough", &phc));
+        assert!(verify_secret(
+            "correct horse battery staple, long enough",
+            &phc
+        ));
         assert!(!verify_secret("wrong", &phc));
         assert!(!verify_secret("x", "not a hash"));
     }
@@ -216,13 +226,24 @@ mod tests {
         let old = MasterKeys::parse(&MasterKeys::generate_encoded()).unwrap();
         let sealed = old.seal(b"private", b"kid-1");
         assert_ne!(&sealed.ciphertext[NONCE_LEN..NONCE_LEN + 7], b"private");
-        assert_eq!(old.open(&sealed.ciphertext, &sealed.master_key_id, b"kid-1").unwrap(), b"private");
-        assert!(old.open(&sealed.ciphertext, &sealed.master_key_id, b"kid-2").is_err());
+        assert_eq!(
+            old.open(&sealed.ciphertext, &sealed.master_key_id, b"kid-1")
+                .unwrap(),
+            b"private"
+        );
+        assert!(
+            old.open(&sealed.ciphertext, &sealed.master_key_id, b"kid-2")
+                .is_err()
+        );
         let new_text = MasterKeys::generate_encoded();
         let old_text = STANDARD.encode(old.0[0].0);
         let both = MasterKeys::parse(&format!("{new_text}, {old_text}")).unwrap();
         assert_ne!(both.newest_id(), old.newest_id());
-        assert_eq!(both.open(&sealed.ciphertext, &sealed.master_key_id, b"kid-1").unwrap(), b"private");
+        assert_eq!(
+            both.open(&sealed.ciphertext, &sealed.master_key_id, b"kid-1")
+                .unwrap(),
+            b"private"
+        );
         let only_new = MasterKeys::parse(&new_text).unwrap();
         assert!(matches!(
             only_new.open(&sealed.ciphertext, &sealed.master_key_id, b"kid-1"),

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::ids::{Kind, ProjectId};
 use super::keys::{JWT_LIFETIME_SECONDS, PublicKey, SigningKey};
-use super::session::{Attributes, Factor, Session};
 use super::rfc3339;
+use super::session::{Attributes, Factor, Session};
 use crate::error::{Error, Result};
 
 #[derive(Serialize)]
@@ -114,15 +114,19 @@ pub fn verify<'k>(
     find_key: impl Fn(Uuid) -> Option<&'k PublicKey>,
 ) -> Result<Verified> {
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Error::UnparsableJwt);
     };
-    let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).map_err(bad)?).map_err(bad)?;
+    let header: Header =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).map_err(bad)?).map_err(bad)?;
     if header.alg != "RS256" {
         return Err(Error::UnparsableJwt);
     }
-    let kid = project.parse(Kind::Jwk, &header.kid).ok_or(Error::UnparsableJwt)?;
+    let kid = project
+        .parse(Kind::Jwk, &header.kid)
+        .ok_or(Error::UnparsableJwt)?;
     let key = find_key(kid).ok_or(Error::UnparsableJwt)?;
     let signature = URL_SAFE_NO_PAD.decode(s).map_err(bad)?;
     if !key.verify(&token.as_bytes()[..h.len() + 1 + c.len()], &signature) {
@@ -133,7 +137,7 @@ pub fn verify<'k>(
     let project_id = project.to_string();
     let audience_ok = match &claims.aud {
         Audience::One(a) => *a == project_id,
-        Audience::Many(list) => list.iter().any(|a| *a == project_id),
+        Audience::Many(list) => list.contains(&project_id),
     };
     if claims.iss != format!("stytch.com/{project_id}") || !audience_ok {
         return Err(Error::UnparsableJwt);
@@ -174,7 +178,10 @@ mod tests {
             user_agent: String::new(),
             factors: vec![],
             roles: vec!["stytch_user".into()],
-            custom_claims: serde_json::json!({"tier": "gold"}).as_object().cloned().unwrap(),
+            custom_claims: serde_json::json!({"tier": "gold"})
+                .as_object()
+                .cloned()
+                .unwrap(),
         }
     }
 
@@ -198,7 +205,15 @@ mod tests {
         assert_eq!(c["tier"], "gold");
         assert!(c.get("jti").is_none());
         let sc = c["https://stytch.com/session"].as_object().unwrap();
-        for k in ["id", "started_at", "last_accessed_at", "expires_at", "attributes", "authentication_factors", "roles"] {
+        for k in [
+            "id",
+            "started_at",
+            "last_accessed_at",
+            "expires_at",
+            "attributes",
+            "authentication_factors",
+            "roles",
+        ] {
             assert!(sc.contains_key(k), "{k}");
         }
         let v = verify(&jwt, &project, |id| (id == p.id).then_some(&p)).unwrap();
@@ -213,13 +228,23 @@ mod tests {
         let (k, p) = key(&project);
         let jwt = mint(&k, &project, &session(), 1000).unwrap();
         let find = |id: Uuid| (id == p.id).then_some(&p);
-        assert!(verify(&jwt, &other, find).is_err(), "kid of another project");
+        assert!(
+            verify(&jwt, &other, find).is_err(),
+            "kid of another project"
+        );
         assert!(verify(&jwt, &project, |_| None).is_err(), "unknown kid");
         let mut parts: Vec<&str> = jwt.split('.').collect();
         let forged = URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#);
         parts[1] = &forged;
-        assert!(verify(&parts.join("."), &project, find).is_err(), "tampered claims");
-        let none_alg = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none","kid":"x"}"#), jwt.split('.').nth(1).unwrap());
+        assert!(
+            verify(&parts.join("."), &project, find).is_err(),
+            "tampered claims"
+        );
+        let none_alg = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none","kid":"x"}"#),
+            jwt.split('.').nth(1).unwrap()
+        );
         assert!(verify(&none_alg, &project, find).is_err());
         assert!(verify("garbage", &project, find).is_err());
         assert!(verify("a.b.c.d", &project, find).is_err());

@@ -151,13 +151,25 @@ pub struct PublicKey {
 }
 
 impl PublicKey {
-    fn new(id: Uuid, env: Env, n: Vec<u8>, e: Vec<u8>, certificate: &[u8]) -> Result<Self, KeyError> {
-        let verifier = PublicKeyComponents { n: &n[..], e: &e[..] }
-            .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
-            .map_err(|e| KeyError(format!("public key: {e}")))?;
+    fn new(
+        id: Uuid,
+        env: Env,
+        n: Vec<u8>,
+        e: Vec<u8>,
+        certificate: &[u8],
+    ) -> Result<Self, KeyError> {
+        let verifier = PublicKeyComponents {
+            n: &n[..],
+            e: &e[..],
+        }
+        .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+        .map_err(|e| KeyError(format!("public key: {e}")))?;
         let thumb = URL_SAFE_NO_PAD.encode(sha256(certificate));
         let strip = |b: &[u8]| -> Vec<u8> {
-            let first = b.iter().position(|&x| x != 0).unwrap_or(b.len().saturating_sub(1));
+            let first = b
+                .iter()
+                .position(|&x| x != 0)
+                .unwrap_or(b.len().saturating_sub(1));
             b[first..].to_vec()
         };
         Ok(Self {
@@ -263,11 +275,19 @@ pub fn plan(ring: &[KeyInfo], now: i64, s: &Schedule) -> Option<Step> {
     match (current, next) {
         (None, None) => return Some(Step::CreateCurrent),
         // The signing key was revoked: the waiting key signs at once, however young.
-        (None, Some(n)) => return Some(Step::Promote { next: n.id, current: None }),
+        (None, Some(n)) => {
+            return Some(Step::Promote {
+                next: n.id,
+                current: None,
+            });
+        }
         (Some(_), None) => return Some(Step::CreateNext),
         (Some(c), Some(n)) => {
             if promotion_due(c, n, s) <= now {
-                return Some(Step::Promote { next: n.id, current: Some(c.id) });
+                return Some(Step::Promote {
+                    next: n.id,
+                    current: Some(c.id),
+                });
             }
         }
     }
@@ -315,7 +335,11 @@ mod tests {
     const DAY: i64 = 86_400;
 
     fn schedule() -> Schedule {
-        Schedule { rotation_interval: 30 * DAY, max_age: 300, retention: DAY }
+        Schedule {
+            rotation_interval: 30 * DAY,
+            max_age: 300,
+            retention: DAY,
+        }
     }
 
     /// Applies steps the way the store does, and returns what happened.
@@ -387,10 +411,16 @@ mod tests {
                     promotions += 1;
                     let promoted_published =
                         ring.iter().find(|k| k.id == next).unwrap().published_at;
-                    assert!(now - promoted_published >= s.prepublish(), "signed too early");
+                    assert!(
+                        now - promoted_published >= s.prepublish(),
+                        "signed too early"
+                    );
                 }
             }
-            let signers: Vec<_> = ring.iter().filter(|k| k.state == KeyState::Current).collect();
+            let signers: Vec<_> = ring
+                .iter()
+                .filter(|k| k.state == KeyState::Current)
+                .collect();
             assert_eq!(signers.len(), 1, "exactly one key signs");
             assert_eq!(ring.iter().filter(|k| k.state == KeyState::Next).count(), 1);
             if signers[0].id != last_signer {
@@ -412,7 +442,11 @@ mod tests {
 
     #[test]
     fn a_young_next_key_waits_for_two_cache_periods() {
-        let s = Schedule { rotation_interval: 10, max_age: 300, retention: 0 };
+        let s = Schedule {
+            rotation_interval: 10,
+            max_age: 300,
+            retention: 0,
+        };
         let mut ring = Vec::new();
         converge(&mut ring, 0, &s);
         assert_eq!(plan(&ring, 599, &s), None);
@@ -428,14 +462,28 @@ mod tests {
         let cur = current(&ring).unwrap().id;
         ring.iter_mut().find(|k| k.id == cur).unwrap().state = KeyState::Revoked;
         let n = next(&ring).unwrap().id;
-        assert_eq!(plan(&ring, 1, &s), Some(Step::Promote { next: n, current: None }));
+        assert_eq!(
+            plan(&ring, 1, &s),
+            Some(Step::Promote {
+                next: n,
+                current: None
+            })
+        );
         let steps = converge(&mut ring, 1, &s);
-        assert_eq!(steps.len(), 2, "promote, then publish a new next: {steps:?}");
+        assert_eq!(
+            steps.len(),
+            2,
+            "promote, then publish a new next: {steps:?}"
+        );
     }
 
     #[test]
     fn retention_is_never_shorter_than_jwt_life_plus_two_cache_periods() {
-        let s = Schedule { rotation_interval: 10, max_age: 5, retention: 1 };
+        let s = Schedule {
+            rotation_interval: 10,
+            max_age: 5,
+            retention: 1,
+        };
         assert_eq!(s.retention(), 310);
     }
 
@@ -452,7 +500,9 @@ mod tests {
         assert!(!public.verify(b"other", &URL_SAFE_NO_PAD.decode(sig).unwrap()));
         assert_eq!(public.jwk.e, "AQAB");
         assert_eq!(URL_SAFE_NO_PAD.decode(&public.jwk.n).unwrap().len(), 256);
-        let header = URL_SAFE_NO_PAD.decode(jwt.split('.').next().unwrap()).unwrap();
+        let header = URL_SAFE_NO_PAD
+            .decode(jwt.split('.').next().unwrap())
+            .unwrap();
         assert_eq!(
             String::from_utf8(header).unwrap(),
             format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{kid}"}}"#)

@@ -59,17 +59,13 @@ impl SessionPolicy {
         if s.revoked || s.expires_at <= now {
             return false;
         }
-        if let Some(m) = self.idle_timeout_minutes {
-            if s.last_accessed_at + m * 60 <= now {
-                return false;
-            }
-        }
-        if let Some(m) = self.absolute_lifetime_minutes {
-            if s.started_at + m * 60 <= now {
-                return false;
-            }
-        }
-        true
+        let idle = self
+            .idle_timeout_minutes
+            .is_some_and(|m| s.last_accessed_at + m * 60 <= now);
+        let too_old = self
+            .absolute_lifetime_minutes
+            .is_some_and(|m| s.started_at + m * 60 <= now);
+        !(idle || too_old)
     }
 }
 
@@ -90,7 +86,10 @@ pub fn is_reserved_claim(name: &str) -> bool {
 /// Merges `patch` into `claims`: a value sets its key, `null` deletes it, objects merge the
 /// same way; reserved top-level names are ignored. Fails, leaving `claims` untouched, when the
 /// result would exceed 4096 bytes as compact JSON.
-pub fn merge_custom_claims(claims: &Map<String, Value>, patch: &Map<String, Value>) -> Result<Map<String, Value>> {
+pub fn merge_custom_claims(
+    claims: &Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<Map<String, Value>> {
     let mut merged = claims.clone();
     for (key, value) in patch {
         if !is_reserved_claim(key) {
@@ -129,21 +128,66 @@ fn merge_value(target: &mut Map<String, Value>, key: &str, value: &Value) {
 }
 
 const FACTOR_TYPES: &[&str] = &[
-    "magic_link", "otp", "oauth", "webauthn", "totp", "crypto", "password",
-    "signature_challenge", "sso", "imported", "recovery_codes", "email_otp", "impersonated",
+    "magic_link",
+    "otp",
+    "oauth",
+    "webauthn",
+    "totp",
+    "crypto",
+    "password",
+    "signature_challenge",
+    "sso",
+    "imported",
+    "recovery_codes",
+    "email_otp",
+    "impersonated",
     "trusted_auth_token",
 ];
 
 const DELIVERY_METHODS: &[&str] = &[
-    "email", "sms", "whatsapp", "embedded", "oauth_google", "oauth_microsoft", "oauth_apple",
-    "webauthn_registration", "authenticator_app", "oauth_github", "recovery_code",
-    "oauth_facebook", "crypto_wallet", "oauth_amazon", "oauth_bitbucket", "oauth_coinbase",
-    "oauth_discord", "oauth_figma", "oauth_gitlab", "oauth_instagram", "oauth_linkedin",
-    "oauth_shopify", "oauth_slack", "oauth_snapchat", "oauth_spotify", "oauth_steam",
-    "oauth_tiktok", "oauth_twitch", "oauth_twitter", "knowledge", "biometric", "sso_saml",
-    "sso_oidc", "oauth_salesforce", "oauth_yahoo", "oauth_hubspot", "imported_auth0",
-    "oauth_exchange_slack", "oauth_exchange_hubspot", "oauth_exchange_github",
-    "oauth_exchange_google", "impersonation", "oauth_access_token_exchange",
+    "email",
+    "sms",
+    "whatsapp",
+    "embedded",
+    "oauth_google",
+    "oauth_microsoft",
+    "oauth_apple",
+    "webauthn_registration",
+    "authenticator_app",
+    "oauth_github",
+    "recovery_code",
+    "oauth_facebook",
+    "crypto_wallet",
+    "oauth_amazon",
+    "oauth_bitbucket",
+    "oauth_coinbase",
+    "oauth_discord",
+    "oauth_figma",
+    "oauth_gitlab",
+    "oauth_instagram",
+    "oauth_linkedin",
+    "oauth_shopify",
+    "oauth_slack",
+    "oauth_snapchat",
+    "oauth_spotify",
+    "oauth_steam",
+    "oauth_tiktok",
+    "oauth_twitch",
+    "oauth_twitter",
+    "knowledge",
+    "biometric",
+    "sso_saml",
+    "sso_oidc",
+    "oauth_salesforce",
+    "oauth_yahoo",
+    "oauth_hubspot",
+    "imported_auth0",
+    "oauth_exchange_slack",
+    "oauth_exchange_hubspot",
+    "oauth_exchange_github",
+    "oauth_exchange_google",
+    "impersonation",
+    "oauth_access_token_exchange",
     "trusted_token_exchange",
 ];
 
@@ -178,13 +222,16 @@ impl Factor {
     pub fn from_request(index: usize, raw: &Map<String, Value>, now: i64) -> Result<Self> {
         let field = |name: &str| format!("authentication_factors[{index}].{name}");
         let text = |name: &str| -> Result<&str> {
-            raw.get(name)
-                .and_then(Value::as_str)
-                .ok_or_else(|| Error::bad_request(format!("{} is required and must be a string", field(name))))
+            raw.get(name).and_then(Value::as_str).ok_or_else(|| {
+                Error::bad_request(format!("{} is required and must be a string", field(name)))
+            })
         };
         let kind = text("type")?;
         if !FACTOR_TYPES.contains(&kind) {
-            return Err(Error::bad_request(format!("{} has unknown value {kind:?}", field("type"))));
+            return Err(Error::bad_request(format!(
+                "{} has unknown value {kind:?}",
+                field("type")
+            )));
         }
         let delivery = text("delivery_method")?;
         if !DELIVERY_METHODS.contains(&delivery) {
@@ -196,7 +243,10 @@ impl Factor {
         let mut detail = Map::new();
         for (key, value) in raw {
             match key.as_str() {
-                "type" | "delivery_method" | "last_authenticated_at" | "created_at"
+                "type"
+                | "delivery_method"
+                | "last_authenticated_at"
+                | "created_at"
                 | "updated_at" => {}
                 k if k.ends_with("_factor") && value.is_object() => {
                     if !detail.is_empty() {
@@ -207,7 +257,12 @@ impl Factor {
                     }
                     detail.insert(key.clone(), value.clone());
                 }
-                k => return Err(Error::bad_request(format!("{} is not a known field", field(k)))),
+                k => {
+                    return Err(Error::bad_request(format!(
+                        "{} is not a known field",
+                        field(k)
+                    )));
+                }
             }
         }
         Ok(Self::new(kind, delivery, now, detail))
@@ -322,13 +377,19 @@ mod tests {
             "iss": "evil", "sub": "evil", "https://stytch.com/session": {}, "jti": "x"
         }));
         let merged = merge_custom_claims(&start, &patch).unwrap();
-        assert_eq!(Value::Object(merged), json!({"a": 2, "b": "new", "nested": {"x": 1, "z": 3}}));
+        assert_eq!(
+            Value::Object(merged),
+            json!({"a": 2, "b": "new", "nested": {"x": 1, "z": 3}})
+        );
     }
 
     #[test]
     fn claims_over_4096_bytes_are_refused() {
         let big = obj(json!({ "k": "x".repeat(4096) }));
-        assert!(matches!(merge_custom_claims(&Map::new(), &big), Err(Error::CustomClaimsTooLarge)));
+        assert!(matches!(
+            merge_custom_claims(&Map::new(), &big),
+            Err(Error::CustomClaimsTooLarge)
+        ));
         // Exactly 4096 bytes is allowed: {"k":"…"} is 8 bytes of framing.
         let exact = obj(json!({ "k": "x".repeat(4096 - 8) }));
         assert_eq!(serde_json::to_vec(&exact).unwrap().len(), 4096);
@@ -340,12 +401,23 @@ mod tests {
         let d = SessionDuration::parse(60).unwrap();
         let none = SessionPolicy::default();
         assert_eq!(none.expiry(0, 1000, d), 4600);
-        let capped = SessionPolicy { absolute_lifetime_minutes: Some(30), idle_timeout_minutes: Some(10) };
+        let capped = SessionPolicy {
+            absolute_lifetime_minutes: Some(30),
+            idle_timeout_minutes: Some(10),
+        };
         assert_eq!(capped.expiry(0, 1000, d), 1800);
-        let t = SessionTimes { started_at: 0, last_accessed_at: 0, expires_at: 1800, revoked: false };
+        let t = SessionTimes {
+            started_at: 0,
+            last_accessed_at: 0,
+            expires_at: 1800,
+            revoked: false,
+        };
         assert!(capped.is_active(&t, 599));
         assert!(!capped.is_active(&t, 600), "idle for 10 minutes");
-        let touched = SessionTimes { last_accessed_at: 1500, ..t };
+        let touched = SessionTimes {
+            last_accessed_at: 1500,
+            ..t
+        };
         assert!(capped.is_active(&touched, 1799));
         assert!(!capped.is_active(&touched, 1800));
         assert!(!none.is_active(&SessionTimes { revoked: true, ..t }, 1));
@@ -353,7 +425,12 @@ mod tests {
 
     #[test]
     fn factors_are_validated_against_the_sdk_enums() {
-        let ok = Factor::from_request(0, &obj(json!({"type": "password", "delivery_method": "knowledge"})), 0).unwrap();
+        let ok = Factor::from_request(
+            0,
+            &obj(json!({"type": "password", "delivery_method": "knowledge"})),
+            0,
+        )
+        .unwrap();
         assert_eq!(ok.created_at, "1970-01-01T00:00:00Z");
         let with_detail = Factor::from_request(
             0,
@@ -370,7 +447,10 @@ mod tests {
             json!({"type": "otp", "delivery_method": "email", "a_factor": {}, "b_factor": {}}),
         ] {
             let err = Factor::from_request(3, &obj(bad.clone()), 0).unwrap_err();
-            assert!(err.to_string().contains("authentication_factors[3]"), "{bad} → {err}");
+            assert!(
+                err.to_string().contains("authentication_factors[3]"),
+                "{bad} → {err}"
+            );
         }
     }
 }

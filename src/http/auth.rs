@@ -82,10 +82,11 @@ impl FromRequestParts<AppState> for Caller {
             }
         }
 
-        let permit = tokio::time::timeout(ARGON2_WAIT, state.callers.argon2.clone().acquire_owned())
-            .await
-            .map_err(|_| Error::TooManyRequests(1))?
-            .map_err(|_| Error::ServiceUnavailable)?;
+        let permit =
+            tokio::time::timeout(ARGON2_WAIT, state.callers.argon2.clone().acquire_owned())
+                .await
+                .map_err(|_| Error::TooManyRequests(1))?
+                .map_err(|_| Error::ServiceUnavailable)?;
         let candidates = project.secrets.clone();
         let matched = tokio::task::spawn_blocking(move || {
             let _permit = permit;

@@ -52,11 +52,15 @@ fn document(state: &AppState, project: &Arc<Project>, headers: &HeaderMap) -> Re
     let max_age = cache_max_age(&ring.info, state.clock.now(), &state.settings.schedule);
     let cache = HeaderValue::from_str(&format!("public, max-age={max_age}"))
         .unwrap_or_else(|_| HeaderValue::from_static("no-cache"));
-    let etag = HeaderValue::from_str(&ring.etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+    let etag =
+        HeaderValue::from_str(&ring.etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == ring.etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == ring.etag || t.trim() == "*")
+        });
     let mut response = if unchanged {
         StatusCode::NOT_MODIFIED.into_response()
     } else {

@@ -97,9 +97,10 @@ async fn authenticate(
         None
     };
     let now = state.clock.now();
-    let (link_id, user_id) = store::magic_links::consume(&state.db, project.id.uuid, &hash_token(token), now)
-        .await?
-        .ok_or(Error::MagicLinkNotFound)?;
+    let (link_id, user_id) =
+        store::magic_links::consume(&state.db, project.id.uuid, &hash_token(token), now)
+            .await?
+            .ok_or(Error::MagicLinkNotFound)?;
     let method_id = project.id.id(Kind::MagicLink, link_id);
     let mut detail = Map::new();
     detail.insert(
@@ -111,14 +112,38 @@ async fn authenticate(
     let done = match existing {
         Some(found) if found.1.user_id == user_id => {
             let presented = session_token.unwrap_or_default().to_string();
-            Some(sessions::resume(&state, &project, found, presented, duration, claims, Some(factor)).await?)
+            Some(
+                sessions::resume(
+                    &state,
+                    &project,
+                    found,
+                    presented,
+                    duration,
+                    claims,
+                    Some(factor),
+                )
+                .await?,
+            )
         }
         // A link for one user cannot add a factor to another user's session.
         Some(_) => return Err(Error::SessionNotFound),
         None => match duration {
             Some(d) => {
-                let user = store::users::get(&state.db, project.id.uuid, user_id).await?.ok_or(Error::UserNotFound)?;
-                Some(sessions::start(&state, &project, user, d, vec![factor], claims, Default::default()).await?)
+                let user = store::users::get(&state.db, project.id.uuid, user_id)
+                    .await?
+                    .ok_or(Error::UserNotFound)?;
+                Some(
+                    sessions::start(
+                        &state,
+                        &project,
+                        user,
+                        d,
+                        vec![factor],
+                        claims,
+                        Default::default(),
+                    )
+                    .await?,
+                )
             }
             None => None,
         },
@@ -132,7 +157,9 @@ async fn authenticate(
             ..a.body(&project)
         })),
         None => {
-            let user = store::users::get(&state.db, project.id.uuid, user_id).await?.ok_or(Error::UserNotFound)?;
+            let user = store::users::get(&state.db, project.id.uuid, user_id)
+                .await?
+                .ok_or(Error::UserNotFound)?;
             Ok(render(AuthBody {
                 user_id: Some(user_id_text),
                 method_id: Some(method_id),

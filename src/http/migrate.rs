@@ -34,13 +34,23 @@ pub async fn migrate(
     Caller(project): Caller,
     Json(req): Json<MigrateRequest>,
 ) -> Result<Response> {
-    let token = present(&req.session_token).ok_or_else(|| Error::bad_request("session_token is required"))?;
+    let token = present(&req.session_token)
+        .ok_or_else(|| Error::bad_request("session_token is required"))?;
     let duration = SessionDuration::parse_optional(req.session_duration_minutes)?;
-    let url = project.userinfo_url.as_deref().ok_or(Error::InvalidUserinfoUrl)?;
-    let email = match tokio::time::timeout(USERINFO_TIMEOUT, userinfo_email(&state.http, url, token)).await {
-        Ok(result) => result?,
-        Err(_) => return Err(Error::MigrateUnexpectedResponse("the userinfo endpoint timed out".into())),
-    };
+    let url = project
+        .userinfo_url
+        .as_deref()
+        .ok_or(Error::InvalidUserinfoUrl)?;
+    let email =
+        match tokio::time::timeout(USERINFO_TIMEOUT, userinfo_email(&state.http, url, token)).await
+        {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(Error::MigrateUnexpectedResponse(
+                    "the userinfo endpoint timed out".into(),
+                ));
+            }
+        };
     let user = store::users::find_by_email(&state.db, project.id.uuid, &email)
         .await?
         .ok_or(Error::MigrateEmailDoesNotExist)?;
@@ -48,7 +58,16 @@ pub async fn migrate(
     match duration {
         Some(d) => {
             let factor = Factor::new("imported", "imported_auth0", state.clock.now(), Map::new());
-            let done = sessions::start(&state, &project, user, d, vec![factor], req.session_custom_claims.as_ref(), Default::default()).await?;
+            let done = sessions::start(
+                &state,
+                &project,
+                user,
+                d,
+                vec![factor],
+                req.session_custom_claims.as_ref(),
+                Default::default(),
+            )
+            .await?;
             Ok(render(AuthBody {
                 user_id: Some(user_id),
                 ..done.body(&project)
@@ -85,7 +104,10 @@ async fn userinfo_email(client: &reqwest::Client, url: &str, token: &str) -> Res
         })?;
     let status = response.status();
     if !status.is_success() {
-        return Err(unexpected(format!("the userinfo endpoint answered HTTP {}", status.as_u16())));
+        return Err(unexpected(format!(
+            "the userinfo endpoint answered HTTP {}",
+            status.as_u16()
+        )));
     }
     let mut body = Vec::new();
     while let Some(chunk) = response

@@ -28,7 +28,11 @@ async fn healthz() -> Response {
 
 /// The database answers and every project has a signing key loaded.
 async fn readyz(State(state): State<AppState>) -> Result<Response> {
-    state.db.ping().await.map_err(|_| Error::ServiceUnavailable)?;
+    state
+        .db
+        .ping()
+        .await
+        .map_err(|_| Error::ServiceUnavailable)?;
     if !state.directory.is_ready() {
         return Err(Error::ServiceUnavailable);
     }

@@ -72,7 +72,11 @@ impl Authenticated {
 
 fn mint(project: &Project, session: &Session, now: i64) -> Result<String> {
     // A ring without a signing key is being repaired (its key was just revoked).
-    let key = project.ring.signer.as_ref().ok_or(Error::ServiceUnavailable)?;
+    let key = project
+        .ring
+        .signer
+        .as_ref()
+        .ok_or(Error::ServiceUnavailable)?;
     jwt::mint(key, &project.id, session, now)
 }
 
@@ -106,8 +110,14 @@ pub async fn start(
     };
     let token = OpaqueToken::generate();
     let session_jwt = mint(project, &session, now)?;
-    store::sessions::insert(&state.db, project.id.uuid, user.user_id, &token.hash(), &session_to_row(&session)?)
-        .await?;
+    store::sessions::insert(
+        &state.db,
+        project.id.uuid,
+        user.user_id,
+        &token.hash(),
+        &session_to_row(&session)?,
+    )
+    .await?;
     Ok(Authenticated {
         session,
         session_token: token.expose().to_string(),
@@ -126,7 +136,9 @@ pub async fn find(
     let found = match (token, session_jwt) {
         (None, None) => return Err(Error::NoSessionArguments),
         (Some(_), Some(_)) => return Err(Error::TooManySessionArguments),
-        (Some(t), None) => store::sessions::by_token(&state.db, project.id.uuid, &hash_token(t)).await?,
+        (Some(t), None) => {
+            store::sessions::by_token(&state.db, project.id.uuid, &hash_token(t)).await?
+        }
         (None, Some(j)) => {
             let verified = jwt::verify(j, &project.id, |kid| project.ring.find(kid))?;
             store::sessions::by_id(&state.db, project.id.uuid, verified.session_id).await?
@@ -137,7 +149,10 @@ pub async fn find(
     if let Some(at) = state.touches.pending(session.id) {
         session.last_accessed_at = session.last_accessed_at.max(at);
     }
-    if !project.policy.is_active(&session.times(), state.clock.now()) {
+    if !project
+        .policy
+        .is_active(&session.times(), state.clock.now())
+    {
         return Err(Error::SessionNotFound);
     }
     Ok((session, user))
@@ -206,7 +221,16 @@ async fn authenticate(
     let found = find(&state, &project, token, present(&req.session_jwt)).await?;
     // Authenticated by JWT, the response carries no token (the server never stores it).
     let presented = token.unwrap_or_default().to_string();
-    let done = resume(&state, &project, found, presented, duration, req.session_custom_claims.as_ref(), None).await?;
+    let done = resume(
+        &state,
+        &project,
+        found,
+        presented,
+        duration,
+        req.session_custom_claims.as_ref(),
+        None,
+    )
+    .await?;
     Ok(render(done.body(&project)))
 }
 
@@ -240,7 +264,9 @@ async fn create(
     let raw = req
         .authentication_factors
         .filter(|f| !f.is_empty())
-        .ok_or_else(|| Error::bad_request("authentication_factors is required and must not be empty"))?;
+        .ok_or_else(|| {
+            Error::bad_request("authentication_factors is required and must not be empty")
+        })?;
     let now = state.clock.now();
     let factors = raw
         .iter()
@@ -249,7 +275,16 @@ async fn create(
         .collect::<Result<Vec<_>>>()?;
     let user = super::users::resolve(&state, &project, &req.user_id).await?;
     let attrs = req.attributes.unwrap_or_default();
-    let done = start(&state, &project, user, duration, factors, req.session_custom_claims.as_ref(), (attrs.ip_address, attrs.user_agent)).await?;
+    let done = start(
+        &state,
+        &project,
+        user,
+        duration,
+        factors,
+        req.session_custom_claims.as_ref(),
+        (attrs.ip_address, attrs.user_agent),
+    )
+    .await?;
     Ok(render(done.body(&project)))
 }
 
@@ -277,7 +312,8 @@ async fn list(
     let user_id = present(&q.user_id).ok_or_else(|| Error::bad_request("user_id is required"))?;
     let user = super::users::resolve(&state, &project, user_id).await?;
     let now = state.clock.now();
-    let rows = store::sessions::live_for_user(&state.db, project.id.uuid, user.user_id, now).await?;
+    let rows =
+        store::sessions::live_for_user(&state.db, project.id.uuid, user.user_id, now).await?;
     let mut sessions = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut s = session_from_row(row, user.user_id)?;
@@ -325,9 +361,14 @@ async fn revoke(
     let now = state.clock.now();
     if let Some(user_id) = present(&req.user_id) {
         let user = super::users::resolve(&state, &project, user_id).await?;
-        let ids = store::sessions::revoke_all_for_user(&state.db, project.id.uuid, user.user_id, now).await?;
+        let ids =
+            store::sessions::revoke_all_for_user(&state.db, project.id.uuid, user.user_id, now)
+                .await?;
         return Ok(render(RevokedAll {
-            revoked_session_ids: ids.into_iter().map(|id| project.id.id(Kind::Session, id)).collect(),
+            revoked_session_ids: ids
+                .into_iter()
+                .map(|id| project.id.id(Kind::Session, id))
+                .collect(),
         }));
     }
     let session_id = if let Some(text) = present(&req.session_id) {

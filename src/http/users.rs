@@ -27,7 +27,9 @@ pub fn routes() -> Router<AppState> {
 /// Finds a user of `project` by `user-…` id or by external id.
 pub async fn resolve(state: &AppState, project: &Project, user_id: &str) -> Result<UserRow> {
     let found = match ids::parse(Kind::User, user_id) {
-        Some((env, id)) if env == project.id.env => store::users::get(&state.db, project.id.uuid, id).await?,
+        Some((env, id)) if env == project.id.env => {
+            store::users::get(&state.db, project.id.uuid, id).await?
+        }
         Some(_) => None,
         None => store::users::get_by_external_id(&state.db, project.id.uuid, user_id).await?,
     };
@@ -70,11 +72,13 @@ fn metadata(m: Option<Map<String, Value>>) -> Result<String> {
 
 fn external_id(value: Option<String>) -> Result<Option<String>> {
     match value.filter(|v| !v.is_empty()) {
-        Some(v) if v.len() > 128 => Err(Error::bad_request("external_id must be at most 128 characters")),
+        Some(v) if v.len() > 128 => Err(Error::bad_request(
+            "external_id must be at most 128 characters",
+        )),
         // An external id that looks like a user id would make lookups ambiguous.
-        Some(v) if ids::parse(Kind::User, &v).is_some() => {
-            Err(Error::bad_request("external_id must not have the form of a user_id"))
-        }
+        Some(v) if ids::parse(Kind::User, &v).is_some() => Err(Error::bad_request(
+            "external_id must not have the form of a user_id",
+        )),
         other => Ok(other),
     }
 }
@@ -94,10 +98,8 @@ async fn create(
     Json(req): Json<CreateRequest>,
 ) -> Result<Response> {
     let email = present(&req.email).map(str::trim).map(str::to_string);
-    if let Some(e) = &email {
-        if !valid_email(e) {
-            return Err(Error::InvalidEmail);
-        }
+    if email.as_deref().is_some_and(|e| !valid_email(e)) {
+        return Err(Error::InvalidEmail);
     }
     let name = req.name.unwrap_or_default();
     let row = UserRow {
@@ -118,7 +120,10 @@ async fn create(
     }
     Ok(render(CreateBody {
         user_id: project.id.id(Kind::User, row.user_id),
-        email_id: row.email_id.map(|id| project.id.id(Kind::Email, id)).unwrap_or_default(),
+        email_id: row
+            .email_id
+            .map(|id| project.id.id(Kind::Email, id))
+            .unwrap_or_default(),
         phone_id: "",
         status: "active",
         user: views::user(&project.id, &row),
@@ -130,12 +135,12 @@ async fn duplicate(state: &AppState, project: &Project, row: &UserRow, e: sqlx::
     if !is_unique_violation(&e) {
         return e.into();
     }
-    if let Some(email) = &row.email {
-        if let Ok(Some(other)) = store::users::find_by_email(&state.db, project.id.uuid, email).await {
-            if other.user_id != row.user_id {
-                return Error::DuplicateEmail;
-            }
-        }
+    if let Some(email) = &row.email
+        && let Ok(Some(other)) =
+            store::users::find_by_email(&state.db, project.id.uuid, email).await
+        && other.user_id != row.user_id
+    {
+        return Error::DuplicateEmail;
     }
     Error::bad_request("external_id is already used by another user of this project")
 }
@@ -233,7 +238,9 @@ mod tests {
         for ok in ["a@b.co", "first.last+tag@sub.example.org"] {
             assert!(super::valid_email(ok), "{ok}");
         }
-        for bad in ["", "a", "a@b", "@b.co", "a@.co", "a@b.co.", "a b@c.de", "a@b@c.de"] {
+        for bad in [
+            "", "a", "a@b", "@b.co", "a@.co", "a@b.co.", "a b@c.de", "a@b@c.de",
+        ] {
             assert!(!super::valid_email(bad), "{bad}");
         }
     }

@@ -60,7 +60,8 @@ pub fn emails(project: &ProjectId, u: &UserRow) -> Vec<EmailView> {
 }
 
 pub fn user<'a>(project: &ProjectId, u: &'a UserRow) -> UserView<'a> {
-    let metadata = |text: &str| serde_json::from_str(text).unwrap_or_else(|_| Value::Object(Map::new()));
+    let metadata =
+        |text: &str| serde_json::from_str(text).unwrap_or_else(|_| Value::Object(Map::new()));
     UserView {
         user_id: project.id(Kind::User, u.user_id),
         emails: emails(project, u),
@@ -88,7 +89,9 @@ pub fn user<'a>(project: &ProjectId, u: &'a UserRow) -> UserView<'a> {
 
 /// A stored session row as a domain session.
 pub fn session_from_row(row: &SessionRow, user_id: Uuid) -> Result<Session> {
-    let bad = |what: &str, e: serde_json::Error| Error::internal(format!("session {}: stored {what}: {e}", row.session_id));
+    let bad = |what: &str, e: serde_json::Error| {
+        Error::internal(format!("session {}: stored {what}: {e}", row.session_id))
+    };
     Ok(Session {
         id: row.session_id,
         user_id,
@@ -98,7 +101,8 @@ pub fn session_from_row(row: &SessionRow, user_id: Uuid) -> Result<Session> {
         revoked: row.revoked_at.is_some(),
         ip_address: row.ip_address.clone(),
         user_agent: row.user_agent.clone(),
-        factors: serde_json::from_str(&row.authentication_factors).map_err(|e| bad("factors", e))?,
+        factors: serde_json::from_str(&row.authentication_factors)
+            .map_err(|e| bad("factors", e))?,
         roles: serde_json::from_str(&row.roles).map_err(|e| bad("roles", e))?,
         custom_claims: serde_json::from_str(&row.custom_claims).map_err(|e| bad("claims", e))?,
     })

@@ -30,20 +30,32 @@ macro_rules! key_columns {
 
 /// Every published key (next, current, retired) of every project.
 pub async fn published(db: &Db) -> sqlx::Result<Vec<KeyRow>> {
-    const SQL: &str = concat!("SELECT ", key_columns!(), " FROM signing_keys WHERE state <> 'revoked' ORDER BY published_at, id");
+    const SQL: &str = concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM signing_keys WHERE state <> 'revoked' ORDER BY published_at, id"
+    );
     with_db!(db, pool => sqlx::query_as(SQL).fetch_all(pool).await)
 }
 
 /// Every key of a project, revoked ones included (for operators).
 pub async fn of_project(db: &Db, project: Uuid) -> sqlx::Result<Vec<KeyRow>> {
-    const SQL: &str = concat!("SELECT ", key_columns!(), " FROM signing_keys WHERE project_id = $1 ORDER BY published_at, id");
+    const SQL: &str = concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM signing_keys WHERE project_id = $1 ORDER BY published_at, id"
+    );
     with_db!(db, pool => sqlx::query_as(SQL).bind(project).fetch_all(pool).await)
 }
 
 /// Takes the project's row lock for the rest of the transaction (a no-op write: on Postgres a
 /// row lock, on SQLite the database write lock), then reads its ring.
 pub async fn lock_ring(tx: &mut Tx, project: Uuid) -> sqlx::Result<Vec<KeyRow>> {
-    const SQL: &str = concat!("SELECT ", key_columns!(), " FROM signing_keys WHERE project_id = $1 AND state <> 'revoked' ORDER BY published_at, id");
+    const SQL: &str = concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM signing_keys WHERE project_id = $1 AND state <> 'revoked' ORDER BY published_at, id"
+    );
     with_tx!(tx, c => {
         sqlx::query("UPDATE projects SET name = name WHERE id = $1").bind(project).execute(&mut *c).await?;
         sqlx::query_as(SQL).bind(project).fetch_all(&mut *c).await
@@ -98,7 +110,12 @@ pub async fn delete(tx: &mut Tx, id: Uuid) -> sqlx::Result<()> {
 }
 
 /// Revokes a key at once; returns its state before, or `None` when unknown or already revoked.
-pub async fn revoke(tx: &mut Tx, project: Uuid, id: Uuid, now: i64) -> sqlx::Result<Option<String>> {
+pub async fn revoke(
+    tx: &mut Tx,
+    project: Uuid,
+    id: Uuid,
+    now: i64,
+) -> sqlx::Result<Option<String>> {
     with_tx!(tx, c => {
         let before: Option<(String,)> = sqlx::query_as(
             "SELECT state FROM signing_keys WHERE id = $1 AND project_id = $2 AND state <> 'revoked'",
@@ -119,7 +136,12 @@ pub async fn revoke(tx: &mut Tx, project: Uuid, id: Uuid, now: i64) -> sqlx::Res
 }
 
 /// Replaces a key's sealed private key (master-key rotation).
-pub async fn reseal(db: &Db, id: Uuid, private_key: &[u8], master_key_id: &str) -> sqlx::Result<()> {
+pub async fn reseal(
+    db: &Db,
+    id: Uuid,
+    private_key: &[u8],
+    master_key_id: &str,
+) -> sqlx::Result<()> {
     with_db!(db, pool => sqlx::query("UPDATE signing_keys SET private_key = $2, master_key_id = $3 WHERE id = $1")
         .bind(id)
         .bind(private_key)

@@ -30,7 +30,12 @@ pub async fn insert(
 
 /// Marks the token used and returns `(embedded id, user id)`; `None` when it is unknown, used,
 /// expired or another project's. One statement, so two racing callers cannot both win.
-pub async fn consume(db: &Db, project: Uuid, hash: &[u8; 32], now: i64) -> sqlx::Result<Option<(Uuid, Uuid)>> {
+pub async fn consume(
+    db: &Db,
+    project: Uuid,
+    hash: &[u8; 32],
+    now: i64,
+) -> sqlx::Result<Option<(Uuid, Uuid)>> {
     with_db!(db, pool => sqlx::query_as(
         "UPDATE magic_links SET used_at = $3
          WHERE token_hash = $1 AND project_id = $2 AND used_at IS NULL AND expires_at > $3

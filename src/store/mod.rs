@@ -150,7 +150,10 @@ impl Db {
                 continue;
             }
             match &mut tx {
-                Tx::Postgres(t) => sqlx::raw_sql(*postgres).execute(&mut **t).await.map(|_| ())?,
+                Tx::Postgres(t) => sqlx::raw_sql(*postgres)
+                    .execute(&mut **t)
+                    .await
+                    .map(|_| ())?,
                 Tx::Sqlite(t) => sqlx::raw_sql(*sqlite).execute(&mut **t).await.map(|_| ())?,
             }
             let now = std::time::SystemTime::now()
@@ -196,7 +199,10 @@ mod tests {
         let pg = names(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"));
         let lite = names(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"));
         assert_eq!(pg, lite);
-        let embedded: Vec<String> = super::MIGRATIONS.iter().map(|(n, _, _)| format!("{n}.sql")).collect();
+        let embedded: Vec<String> = super::MIGRATIONS
+            .iter()
+            .map(|(n, _, _)| format!("{n}.sql"))
+            .collect();
         assert_eq!(pg, embedded, "every migration file is embedded");
     }
 }

@@ -78,7 +78,13 @@ pub async fn update_settings(db: &Db, p: &ProjectRow) -> sqlx::Result<bool> {
 }
 
 /// Adds a secret hash; an existing row with this id is left alone (idempotent bootstrap).
-pub async fn insert_secret(db: &Db, id: Uuid, project: Uuid, hash: &str, now: i64) -> sqlx::Result<()> {
+pub async fn insert_secret(
+    db: &Db,
+    id: Uuid,
+    project: Uuid,
+    hash: &str,
+    now: i64,
+) -> sqlx::Result<()> {
     with_db!(db, pool => sqlx::query(
         "INSERT INTO project_secrets (id, project_id, secret_hash, created_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (id) DO NOTHING",
@@ -102,7 +108,12 @@ pub async fn active_secrets(db: &Db) -> sqlx::Result<Vec<SecretRow>> {
 }
 
 /// Revokes every secret of `project` but `keep`; returns how many.
-pub async fn revoke_secrets_except(db: &Db, project: Uuid, keep: Uuid, now: i64) -> sqlx::Result<u64> {
+pub async fn revoke_secrets_except(
+    db: &Db,
+    project: Uuid,
+    keep: Uuid,
+    now: i64,
+) -> sqlx::Result<u64> {
     with_db!(db, pool => sqlx::query(
         "UPDATE project_secrets SET revoked_at = $3 WHERE project_id = $1 AND id <> $2 AND revoked_at IS NULL",
     )

@@ -38,7 +38,13 @@ pub struct SessionWithUser {
     pub user: UserRow,
 }
 
-pub async fn insert(db: &Db, project: Uuid, user: Uuid, token_hash: &[u8; 32], s: &SessionRow) -> sqlx::Result<()> {
+pub async fn insert(
+    db: &Db,
+    project: Uuid,
+    user: Uuid,
+    token_hash: &[u8; 32],
+    s: &SessionRow,
+) -> sqlx::Result<()> {
     with_db!(db, pool => sqlx::query(
         "INSERT INTO sessions (id, project_id, user_id, token_hash, started_at, last_accessed_at, expires_at,
                                ip_address, user_agent, authentication_factors, roles, custom_claims)
@@ -63,7 +69,11 @@ pub async fn insert(db: &Db, project: Uuid, user: Uuid, token_hash: &[u8; 32], s
 
 /// The session with this token hash in this project, and its user; revoked ones included
 /// (the caller decides with the project's policy).
-pub async fn by_token(db: &Db, project: Uuid, token_hash: &[u8; 32]) -> sqlx::Result<Option<SessionWithUser>> {
+pub async fn by_token(
+    db: &Db,
+    project: Uuid,
+    token_hash: &[u8; 32],
+) -> sqlx::Result<Option<SessionWithUser>> {
     with_db!(db, pool => sqlx::query_as(concat!(
         "SELECT ", session_columns!(), ", ", crate::user_columns!(),
         " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.project_id = $2"
@@ -86,7 +96,12 @@ pub async fn by_id(db: &Db, project: Uuid, id: Uuid) -> sqlx::Result<Option<Sess
 }
 
 /// A user's sessions that are neither revoked nor past `expires_at`, newest first.
-pub async fn live_for_user(db: &Db, project: Uuid, user: Uuid, now: i64) -> sqlx::Result<Vec<SessionRow>> {
+pub async fn live_for_user(
+    db: &Db,
+    project: Uuid,
+    user: Uuid,
+    now: i64,
+) -> sqlx::Result<Vec<SessionRow>> {
     with_db!(db, pool => sqlx::query_as(concat!(
         "SELECT ", session_columns!(),
         " FROM sessions s WHERE s.project_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3
@@ -157,7 +172,12 @@ pub async fn revoke(db: &Db, project: Uuid, id: Uuid, now: i64) -> sqlx::Result<
 }
 
 /// Revokes every live session of a user; returns their ids.
-pub async fn revoke_all_for_user(db: &Db, project: Uuid, user: Uuid, now: i64) -> sqlx::Result<Vec<Uuid>> {
+pub async fn revoke_all_for_user(
+    db: &Db,
+    project: Uuid,
+    user: Uuid,
+    now: i64,
+) -> sqlx::Result<Vec<Uuid>> {
     let rows: Vec<(Uuid,)> = with_db!(db, pool => sqlx::query_as(
         "UPDATE sessions SET revoked_at = $3
          WHERE project_id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3

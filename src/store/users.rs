@@ -65,7 +65,11 @@ pub async fn get(db: &Db, project: Uuid, id: Uuid) -> sqlx::Result<Option<UserRo
     .await)
 }
 
-pub async fn get_by_external_id(db: &Db, project: Uuid, external_id: &str) -> sqlx::Result<Option<UserRow>> {
+pub async fn get_by_external_id(
+    db: &Db,
+    project: Uuid,
+    external_id: &str,
+) -> sqlx::Result<Option<UserRow>> {
     with_db!(db, pool => sqlx::query_as(concat!(
         "SELECT ", user_columns!(), " FROM users u WHERE u.project_id = $1 AND u.external_id = $2"
     ))

@@ -8,6 +8,9 @@
 # ready postgres://… URL. The caller creates and drops the database.
 # HALLPASS_BIN: the binary to test (default: target/debug/hallpass under the repo root).
 # SDK_SUITES:   which suites to run, default "node python".
+# HALLPASS_MASTER_KEY: used when set; otherwise a fresh one is made, so a database can be
+#               reused by a later run only when the same HALLPASS_MASTER_KEY is passed again
+#               (the server cannot open the private keys of a ring sealed under another key).
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -102,7 +105,7 @@ export USERINFO_EMAIL
 
 HALLPASS_LISTEN="127.0.0.1:$PORT" \
 HALLPASS_DATABASE_URL="$DATABASE_URL" \
-HALLPASS_MASTER_KEY="$(openssl rand -base64 32)" \
+HALLPASS_MASTER_KEY="${HALLPASS_MASTER_KEY:-$(openssl rand -base64 32)}" \
 HALLPASS_BOOTSTRAP_PROJECT_ID="$PROJECT_ID" \
 HALLPASS_BOOTSTRAP_SECRET="$SECRET" \
 HALLPASS_BOOTSTRAP_USERINFO_URL="http://127.0.0.1:$USERINFO_PORT/userinfo" \

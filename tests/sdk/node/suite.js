@@ -544,6 +544,19 @@ async function main() {
     );
   });
 
+  await check("session_duration_minutes bounds: 5 and 527040 accepted, 527041 rejected", async () => {
+    const lo = await client.sessions.authenticate({ session_token: token, session_duration_minutes: 5 });
+    assertMinutesFromNow(lo.session.expires_at, 5, "expires_at for 5");
+    const hi = await client.sessions.authenticate({ session_token: token, session_duration_minutes: 527040 });
+    assertMinutesFromNow(hi.session.expires_at, 527040, "expires_at for 527040");
+    await expectStytchError(
+      () => client.sessions.authenticate({ session_token: token, session_duration_minutes: 527041 }),
+      400,
+      "invalid_session_duration_minutes"
+    );
+    await client.sessions.authenticate({ session_token: token, session_duration_minutes: 60 });
+  });
+
   await check("both token and JWT -> 400 too_many_session_arguments", async () => {
     await expectStytchError(
       () => client.sessions.authenticate({ session_token: token, session_jwt: lastJwt }),
@@ -554,6 +567,91 @@ async function main() {
 
   await check("neither token nor JWT -> 400 no_session_arguments", async () => {
     await expectStytchError(() => client.sessions.authenticate({}), 400, "no_session_arguments");
+  });
+
+  // ---------------------------------------------------------------- more users / magic links
+  await check("users.update name and metadata", async () => {
+    const res = await client.users.update({
+      user_id: user.user_id,
+      name: { first_name: "Augusta", last_name: "King" },
+      trusted_metadata: { tier: "gold" },
+      untrusted_metadata: { theme: "dark" },
+    });
+    assertEq(res.status_code, 200, "status_code");
+    assertEq(res.user_id, user.user_id, "user_id");
+    assertEq(res.emails.map((e) => e.email), [email], "emails");
+    assertEq([res.phone_numbers, res.crypto_wallets], [[], []], "phone_numbers/crypto_wallets");
+    assertEq(res.user.name.first_name, "Augusta", "user.name.first_name");
+    const got = await client.users.get({ user_id: user.user_id });
+    assertEq([got.name.first_name, got.name.last_name], ["Augusta", "King"], "name after update");
+    assertDeepEq(got.trusted_metadata, { tier: "gold" }, "trusted_metadata");
+    assertDeepEq(got.untrusted_metadata, { theme: "dark" }, "untrusted_metadata");
+  });
+
+  await check("users.create invalid email -> 400 invalid_email", async () => {
+    await expectStytchError(() => client.users.create({ email: "not-an-email" }), 400, "invalid_email");
+  });
+
+  await check("magicLinks.create unknown user -> 404 user_not_found", async () => {
+    await expectStytchError(() => client.magicLinks.create({ user_id: `user-${ENV_NAME}-${rand()}` }), 404, "user_not_found");
+  });
+
+  await check("users.delete unknown user -> 404 user_not_found", async () => {
+    await expectStytchError(() => client.users.delete({ user_id: `user-${ENV_NAME}-${rand()}` }), 404, "user_not_found");
+  });
+
+  await check("magicLinks.authenticate with session_custom_claims", async () => {
+    const s = await newMagicLinkSession(user.user_id, { session_custom_claims: { k: "v", iat: 1 } });
+    assertDeepEq(s.session.custom_claims, { k: "v" }, "custom_claims");
+    const { payload } = decodeJwt(s.session_jwt);
+    assertEq(payload.k, "v", "jwt claim k");
+    assert(payload.iat !== 1, "reserved iat overridden");
+    await client.sessions.revoke({ session_id: s.session.session_id });
+  });
+
+  await check("magicLinks.authenticate with session_token adds the factor to that session", async () => {
+    const s = await newMagicLinkSession(user.user_id);
+    const ml = await client.magicLinks.create({ user_id: user.user_id });
+    const res = await client.magicLinks.authenticate({ token: ml.token, session_token: s.session_token });
+    assertEq(res.status_code, 200, "status_code");
+    assertEq(res.session && res.session.session_id, s.session.session_id, "session_id (no new session)");
+    assertEq(res.session_token, s.session_token, "session_token unchanged");
+    assert(
+      res.session.authentication_factors.some((f) => f.type === "magic_link" && f.delivery_method === "embedded"),
+      `factors ${JSON.stringify(res.session.authentication_factors)}`
+    );
+    const ml2 = await client.magicLinks.create({ user_id: user.user_id });
+    const res2 = await client.magicLinks.authenticate({ token: ml2.token, session_jwt: s.session_jwt });
+    assertEq(res2.session && res2.session.session_id, s.session.session_id, "session_id via session_jwt");
+    await client.sessions.revoke({ session_id: s.session.session_id });
+  });
+
+  await check("external_id works wherever a user_id is taken; sessions.get newest first", async () => {
+    const ext = `ext-${rand()}`;
+    const created = await client.users.create({ email: `node-ext-${rand()}@example.com`, external_id: ext });
+    const got = await client.users.get({ user_id: ext });
+    assertEq(got.user_id, created.user_id, "users.get by external_id");
+    assertEq(got.external_id, ext, "external_id");
+    const ml1 = await client.magicLinks.create({ user_id: ext });
+    const s1 = await client.magicLinks.authenticate({ token: ml1.token, session_duration_minutes: 60 });
+    assertEq(s1.session.user_id, created.user_id, "session.user_id is the real user_id");
+    await sleep(1100);
+    const s2 = await newMagicLinkSession(ext);
+    const list = await client.sessions.get({ user_id: ext });
+    assertEq(
+      list.sessions.map((x) => x.session_id),
+      [s2.session.session_id, s1.session.session_id],
+      "sessions newest first"
+    );
+    const del = await client.users.delete({ user_id: ext });
+    assertEq(del.status_code, 200, "users.delete by external_id");
+    await expectStytchError(() => client.users.get({ user_id: created.user_id }), 404, "user_not_found");
+  });
+
+  await check("getJWKS answers whatever credentials are sent", async () => {
+    const res = await badClient.sessions.getJWKS({ project_id: PROJECT_ID });
+    assertEq(res.status_code, 200, "status_code");
+    assert(res.keys.length >= 1, "keys");
   });
 
   // ---------------------------------------------------------------- migrate

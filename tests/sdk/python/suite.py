@@ -530,6 +530,19 @@ def main() -> None:
             "invalid_session_duration_minutes",
         )
 
+    @check("session_duration_minutes bounds: 5 and 527040 accepted, 527041 rejected")
+    def _():
+        lo = client.sessions.authenticate(session_token=S["token"], session_duration_minutes=5)
+        near_minutes_from_now(lo.session.expires_at, 5, "expires_at for 5")
+        hi = client.sessions.authenticate(session_token=S["token"], session_duration_minutes=527040)
+        near_minutes_from_now(hi.session.expires_at, 527040, "expires_at for 527040")
+        expect_stytch_error(
+            lambda: client.sessions.authenticate(session_token=S["token"], session_duration_minutes=527041),
+            400,
+            "invalid_session_duration_minutes",
+        )
+        client.sessions.authenticate(session_token=S["token"], session_duration_minutes=60)
+
     @check("both token and JWT -> 400 too_many_session_arguments")
     def _():
         expect_stytch_error(
@@ -542,18 +555,103 @@ def main() -> None:
     def _():
         expect_stytch_error(lambda: client.sessions.authenticate(), 400, "no_session_arguments")
 
-    # ------------------------------------------------------------ migrate
-    @check("users.create with the UserInfo email")
+    # ------------------------------------------------------------ more users / magic links
+    @check("users.update name and metadata")
     def _():
-        res = client.users.create(email=USERINFO_EMAIL, name={"first_name": "Mig", "last_name": "Rant"})
+        res = client.users.update(
+            user_id=S["user_id"],
+            name={"first_name": "Augusta", "last_name": "King"},
+            trusted_metadata={"tier": "gold"},
+            untrusted_metadata={"theme": "dark"},
+        )
+        check_eq(res.status_code, 200, "status_code")
+        check_eq(res.user_id, S["user_id"], "user_id")
+        check_eq([e.email for e in res.emails], [email], "emails")
+        check_eq(res.user.name.first_name, "Augusta", "user.name.first_name")
+        got = client.users.get(user_id=S["user_id"])
+        check_eq((got.name.first_name, got.name.last_name), ("Augusta", "King"), "name after update")
+        check_eq(got.trusted_metadata, {"tier": "gold"}, "trusted_metadata")
+        check_eq(got.untrusted_metadata, {"theme": "dark"}, "untrusted_metadata")
+
+    @check("users.create invalid email -> 400 invalid_email")
+    def _():
+        expect_stytch_error(lambda: client.users.create(email="not-an-email"), 400, "invalid_email")
+
+    @check("magic_links.create unknown user -> 404 user_not_found")
+    def _():
+        expect_stytch_error(
+            lambda: client.magic_links.create(user_id=f"user-{ENV_NAME}-{uuid.uuid4()}"), 404, "user_not_found"
+        )
+
+    @check("users.delete unknown user -> 404 user_not_found")
+    def _():
+        expect_stytch_error(
+            lambda: client.users.delete(user_id=f"user-{ENV_NAME}-{uuid.uuid4()}"), 404, "user_not_found"
+        )
+
+    @check("magic_links.authenticate with session_custom_claims")
+    def _():
+        ml = client.magic_links.create(user_id=S["user_id"])
+        res = client.magic_links.authenticate(
+            token=ml.token, session_duration_minutes=60, session_custom_claims={"k": "v", "exp": 1}
+        )
+        check_eq(res.session.custom_claims, {"k": "v"}, "custom_claims")
+        _, payload = decode_jwt(res.session_jwt)
+        check_eq(payload.get("k"), "v", "jwt claim k")
+        check_true(payload["exp"] != 1, "reserved exp overridden")
+        client.sessions.revoke(session_id=res.session.session_id)
+
+    @check("magic_links.authenticate with session_token adds the factor to that session")
+    def _():
+        s = new_magic_link_session(S["user_id"])
+        ml = client.magic_links.create(user_id=S["user_id"])
+        res = client.magic_links.authenticate(token=ml.token, session_token=s.session_token)
+        check_eq(res.status_code, 200, "status_code")
+        check_true(res.session is not None, "no session in the answer")
+        check_eq(res.session.session_id, s.session.session_id, "session_id (no new session)")
+        check_eq(res.session_token, s.session_token, "session_token unchanged")
+        ml2 = client.magic_links.create(user_id=S["user_id"])
+        res2 = client.magic_links.authenticate(token=ml2.token, session_jwt=s.session_jwt)
+        check_true(res2.session is not None, "no session in the answer (by JWT)")
+        check_eq(res2.session.session_id, s.session.session_id, "session_id via session_jwt")
+        client.sessions.revoke(session_id=s.session.session_id)
+
+    @check("external_id works wherever a user_id is taken; sessions.get newest first")
+    def _():
+        ext = f"ext-{uuid.uuid4()}"
+        created = client.users.create(email=f"py-ext-{uuid.uuid4()}@example.com", external_id=ext)
+        got = client.users.get(user_id=ext)
+        check_eq(got.user_id, created.user_id, "users.get by external_id")
+        s1 = new_magic_link_session(ext)
+        check_eq(s1.session.user_id, created.user_id, "session.user_id is the real user_id")
+        time.sleep(1.1)
+        s2 = new_magic_link_session(ext)
+        listed = client.sessions.get(user_id=ext).sessions
+        check_eq(
+            [x.session_id for x in listed], [s2.session.session_id, s1.session.session_id], "sessions newest first"
+        )
+        check_eq(client.users.delete(user_id=ext).status_code, 200, "users.delete by external_id")
+        expect_stytch_error(lambda: client.users.get(user_id=created.user_id), 404, "user_not_found")
+
+    @check("get_jwks answers whatever credentials are sent")
+    def _():
+        res = bad_client.sessions.get_jwks(project_id=PROJECT_ID)
+        check_eq(res.status_code, 200, "status_code")
+        check_true(res.keys, "keys")
+
+    # ------------------------------------------------------------ migrate
+    # Upper-cased here: the UserInfo answer (lower case) must match it case-insensitively.
+    @check("users.create with the UserInfo email (upper-cased)")
+    def _():
+        res = client.users.create(email=USERINFO_EMAIL.upper(), name={"first_name": "Mig", "last_name": "Rant"})
         check_eq(res.status_code, 200, "status_code")
         S["mig_user_id"] = res.user_id
 
     @check("users.create duplicate email -> 400 duplicate_email")
     def _():
-        expect_stytch_error(lambda: client.users.create(email=USERINFO_EMAIL), 400, "duplicate_email")
+        expect_stytch_error(lambda: client.users.create(email=USERINFO_EMAIL.upper()), 400, "duplicate_email")
 
-    @check("sessions.migrate with duration starts a session for the UserInfo user")
+    @check("sessions.migrate with duration starts a session for the UserInfo user (case-insensitive email)")
     def _():
         res = client.sessions.migrate(session_token="good-token", session_duration_minutes=60)
         check_eq(res.status_code, 200, "status_code")

@@ -1,0 +1,345 @@
+//! A fresh database per test (SQLite temp file, or a throw-away Postgres database when
+//! TEST_DATABASE_URL is set), the real router driven with `oneshot`, and a manual clock.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hallpass::app::{AppState, Settings, router};
+use hallpass::domain::Clock;
+use hallpass::domain::crypto::MasterKeys;
+use hallpass::domain::ids::Env;
+use hallpass::domain::keys::Schedule;
+use hallpass::store::Db;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const START: i64 = 1_795_600_000;
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Response {
+    /// Asserts a Stytch error of this status and type, and returns the body.
+    #[track_caller]
+    pub fn error(&self, status: u16, error_type: &str) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.body["error_type"], error_type, "body: {}", self.body);
+        assert_eq!(self.body["status_code"], status);
+        assert!(
+            self.body["error_message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        assert!(
+            self.body["request_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("request-id-")
+        );
+        &self.body
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert_eq!(self.status, StatusCode::OK, "body: {}", self.body);
+        assert_eq!(self.body["status_code"], 200);
+        &self.body
+    }
+}
+
+pub struct Credentials {
+    pub project_id: String,
+    pub secret: String,
+}
+
+pub struct TestApp {
+    pub state: AppState,
+    pub router: Router,
+    pub clock: Arc<AtomicI64>,
+    pub db: Db,
+    pub master: MasterKeys,
+    pub schedule: Schedule,
+    pub creds: Credentials,
+    _dir: Option<TempDir>,
+}
+
+/// A directory removed when the test ends.
+pub struct TempDir(pub PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn schedule() -> Schedule {
+    Schedule {
+        rotation_interval: 30 * 86_400,
+        max_age: 300,
+        retention: 86_400,
+    }
+}
+
+/// A fresh, migrated database of the backend under test.
+pub async fn fresh_db() -> (Db, Option<TempDir>) {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let name = format!("hallpass_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = sqlx::PgPool::connect(&url)
+                .await
+                .expect("TEST_DATABASE_URL reachable");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+            let mut base = url.clone();
+            let slash = base.rfind('/').unwrap();
+            base.truncate(slash + 1);
+            let db = Db::connect_postgres(&format!("{base}{name}"), 8)
+                .await
+                .unwrap();
+            db.migrate().await.unwrap();
+            (db, None)
+        }
+        _ => {
+            let dir = std::env::temp_dir().join(format!("hallpass-test-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let db = Db::connect_sqlite(&dir.join("hallpass.db"), 4)
+                .await
+                .unwrap();
+            db.migrate().await.unwrap();
+            (db, Some(TempDir(dir)))
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with_schedule(schedule()).await
+    }
+
+    pub async fn with_schedule(schedule: Schedule) -> Self {
+        let (db, dir) = fresh_db().await;
+        let master = MasterKeys::parse(&MasterKeys::generate_encoded()).unwrap();
+        let (clock, handle) = Clock::manual(START);
+        let settings = Settings {
+            body_limit: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            schedule,
+            argon2_concurrency: 2,
+            refresh_interval: Duration::from_secs(1),
+        };
+        let project_id = format!("project-test-{}", uuid::Uuid::new_v4());
+        let secret = "a-test-secret-that-is-long-enough-0123456789".to_string();
+        hallpass::admin::bootstrap(&db, &master, &schedule, &project_id, &secret, None, START)
+            .await
+            .unwrap();
+        let state = AppState::new(db.clone(), master.clone(), clock, settings, None);
+        state.maintain().await;
+        TestApp {
+            router: router(state.clone()),
+            state,
+            clock: handle,
+            db,
+            master,
+            schedule,
+            creds: Credentials { project_id, secret },
+            _dir: dir,
+        }
+    }
+
+    /// The SQLite database's directory (None on Postgres).
+    pub fn db_dir(&self) -> Option<&std::path::Path> {
+        self._dir.as_ref().map(|d| d.0.as_path())
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.clock.fetch_add(seconds, Ordering::SeqCst);
+    }
+
+    /// Runs what the background task does: converge rings, reload the directory, and
+    /// write pending touches.
+    pub async fn maintain(&self) {
+        self.state.maintain().await;
+        self.state.touches.flush(&self.db).await;
+    }
+
+    /// Another project on the same server.
+    pub async fn other_project(&self, env: Env) -> Credentials {
+        let c = hallpass::admin::create_project(
+            &self.db,
+            &self.master,
+            &self.schedule,
+            "other",
+            env,
+            self.now(),
+        )
+        .await
+        .unwrap();
+        self.state.directory.refresh().await.unwrap();
+        Credentials {
+            project_id: c.project_id.to_string(),
+            secret: c.secret.expose().to_string(),
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        creds: Option<&Credentials>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(c) = creds {
+            let basic = STANDARD.encode(format!("{}:{}", c.project_id, c.secret));
+            req = req.header(header::AUTHORIZATION, format!("Basic {basic}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(serde_json::to_vec(v).unwrap())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Response {
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!("non-JSON body ({e}): {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        if status != StatusCode::NOT_MODIFIED {
+            // Every response carries the same request id in header and body.
+            let header_id = headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                header_id.starts_with("request-id-test-")
+                    || header_id.starts_with("request-id-live-"),
+                "{header_id}"
+            );
+            if let Some(id) = body.get("request_id") {
+                assert_eq!(id, &Value::String(header_id));
+            }
+            assert_eq!(
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.to_str().unwrap()),
+                Some("application/json")
+            );
+        }
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.request(Method::POST, path, Some(&body), Some(&self.creds), &[])
+            .await
+    }
+
+    pub async fn post_as(&self, creds: &Credentials, path: &str, body: Value) -> Response {
+        self.request(Method::POST, path, Some(&body), Some(creds), &[])
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path, None, Some(&self.creds), &[])
+            .await
+    }
+
+    pub async fn get_anonymous(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.request(Method::GET, path, None, None, headers).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Response {
+        self.request(Method::PUT, path, Some(&body), Some(&self.creds), &[])
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path, None, Some(&self.creds), &[])
+            .await
+    }
+
+    /// Creates a user and returns its id.
+    pub async fn user(&self, email: &str) -> String {
+        let r = self
+            .post("/v1/users", serde_json::json!({ "email": email }))
+            .await;
+        r.ok()["user_id"].as_str().unwrap().to_string()
+    }
+
+    /// Starts a session for a new user; returns the authenticate-shaped body.
+    pub async fn session(&self, minutes: i64) -> Value {
+        let user = self
+            .user(&format!("u{}@example.com", uuid::Uuid::new_v4().simple()))
+            .await;
+        self.session_for(&user, minutes).await
+    }
+
+    pub async fn session_for(&self, user_id: &str, minutes: i64) -> Value {
+        let r = self
+            .post(
+                "/v1/sessions",
+                serde_json::json!({
+                    "user_id": user_id,
+                    "session_duration_minutes": minutes,
+                    "authentication_factors": [{"type": "password", "delivery_method": "knowledge"}],
+                }),
+            )
+            .await;
+        r.ok().clone()
+    }
+}
+
+/// Decodes a JWT's header and claims without verifying.
+pub fn decode_jwt(jwt: &str) -> (Value, Value) {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let d = |p: &str| {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    (d(parts[0]), d(parts[1]))
+}
+
+pub fn rfc3339(t: i64) -> String {
+    hallpass::domain::rfc3339(t)
+}

@@ -1,0 +1,549 @@
+use serde_json::{Value, json};
+
+use crate::harness::{START, TestApp, decode_jwt, rfc3339};
+
+#[tokio::test]
+async fn create_then_authenticate_by_token() {
+    let app = TestApp::new().await;
+    let s = app.session(60).await;
+    let session = &s["session"];
+    assert!(
+        session["session_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("session-test-")
+    );
+    assert_eq!(session["started_at"], rfc3339(START));
+    assert_eq!(session["expires_at"], rfc3339(START + 3600));
+    assert_eq!(session["roles"], json!(["stytch_user"]));
+    assert_eq!(
+        session["attributes"],
+        json!({"ip_address": "", "user_agent": ""})
+    );
+    assert_eq!(session["custom_claims"], json!({}));
+    let factor = &session["authentication_factors"][0];
+    assert_eq!(factor["type"], "password");
+    assert_eq!(factor["delivery_method"], "knowledge");
+    assert_eq!(factor["created_at"], rfc3339(START));
+    let token = s["session_token"].as_str().unwrap().to_string();
+    assert_eq!(token.len(), 44);
+    assert_eq!(s["user"]["user_id"], session["user_id"]);
+
+    app.advance(120);
+    let r = app
+        .post("/v1/sessions/authenticate", json!({"session_token": token}))
+        .await;
+    let b = r.ok();
+    assert_eq!(
+        b["session_token"],
+        token.as_str(),
+        "the token never changes"
+    );
+    assert_eq!(b["session"]["last_accessed_at"], rfc3339(START + 120));
+    assert_eq!(
+        b["session"]["expires_at"],
+        rfc3339(START + 3600),
+        "no duration: expiry unchanged"
+    );
+    assert_eq!(b["session"]["session_id"], session["session_id"]);
+    let (_, claims) = decode_jwt(b["session_jwt"].as_str().unwrap());
+    assert_eq!(claims["iat"], START + 120, "a fresh JWT per authenticate");
+
+    // With a duration the expiry is now + N, never added to the old one.
+    app.advance(60);
+    let r = app
+        .post(
+            "/v1/sessions/authenticate",
+            json!({"session_token": token, "session_duration_minutes": 10}),
+        )
+        .await;
+    assert_eq!(r.ok()["session"]["expires_at"], rfc3339(START + 180 + 600));
+    // The touch written behind is visible to the next read at once.
+    app.advance(5);
+    app.post("/v1/sessions/authenticate", json!({"session_token": token}))
+        .await
+        .ok();
+    app.maintain().await;
+    let r = app
+        .post("/v1/sessions/authenticate", json!({"session_token": token}))
+        .await;
+    assert_eq!(r.ok()["session"]["last_accessed_at"], rfc3339(START + 185));
+}
+
+#[tokio::test]
+async fn duration_bounds() {
+    let app = TestApp::new().await;
+    let s = app.session(60).await;
+    let token = s["session_token"].as_str().unwrap();
+    for (minutes, ok) in [
+        (4, false),
+        (5, true),
+        (527_040, true),
+        (527_041, false),
+        (0, false),
+        (-1, false),
+    ] {
+        let r = app
+            .post(
+                "/v1/sessions/authenticate",
+                json!({"session_token": token, "session_duration_minutes": minutes}),
+            )
+            .await;
+        if ok {
+            assert_eq!(
+                r.ok()["session"]["expires_at"],
+                rfc3339(START + minutes * 60)
+            );
+        } else {
+            r.error(400, "invalid_session_duration_minutes");
+        }
+    }
+    let user = s["user"]["user_id"].as_str().unwrap();
+    for minutes in [4, 527_041] {
+        app.post(
+            "/v1/sessions",
+            json!({"user_id": user, "session_duration_minutes": minutes, "authentication_factors": [{"type": "otp", "delivery_method": "sms"}]}),
+        )
+        .await
+        .error(400, "invalid_session_duration_minutes");
+    }
+    app.post(
+        "/v1/sessions/authenticate",
+        json!({"session_token": token, "session_duration_minutes": "ten"}),
+    )
+    .await
+    .error(400, "bad_request");
+}
+
+#[tokio::test]
+async fn custom_claims_merge() {
+    let app = TestApp::new().await;
+    let s = app.session(60).await;
+    let token = s["session_token"].as_str().unwrap();
+    let auth = |claims: Value| {
+        app.post(
+            "/v1/sessions/authenticate",
+            json!({"session_token": token, "session_custom_claims": claims}),
+        )
+    };
+
+    let r = auth(json!({"tier": "gold", "org": {"id": 1, "name": "acme"}})).await;
+    assert_eq!(
+        r.ok()["session"]["custom_claims"],
+        json!({"tier": "gold", "org": {"id": 1, "name": "acme"}})
+    );
+    let r = auth(json!({"tier": "platinum", "org": {"name": null, "size": 10}})).await;
+    assert_eq!(
+        r.ok()["session"]["custom_claims"],
+        json!({"tier": "platinum", "org": {"id": 1, "size": 10}})
+    );
+    let r = auth(json!({"tier": null, "iss": "evil", "sub": "evil", "aud": "x", "exp": 1, "nbf": 1, "iat": 1, "jti": "j", "https://stytch.com/session": {"id": "forged"}, "https://stytch.com/other": 1})).await;
+    let b = r.ok();
+    assert_eq!(
+        b["session"]["custom_claims"],
+        json!({"org": {"id": 1, "size": 10}})
+    );
+    let (_, claims) = decode_jwt(b["session_jwt"].as_str().unwrap());
+    assert_eq!(
+        claims["org"],
+        json!({"id": 1, "size": 10}),
+        "custom claims are top-level JWT claims"
+    );
+    assert_ne!(claims["iss"], "evil");
+    assert_ne!(claims["https://stytch.com/session"]["id"], "forged");
+    assert!(claims.get("https://stytch.com/other").is_none());
+    assert!(claims.get("jti").is_none());
+
+    // Over 4096 bytes after the merge: refused, and nothing changed.
+    auth(json!({"blob": "x".repeat(4100)}))
+        .await
+        .error(400, "custom_claims_too_large");
+    let r = app
+        .post("/v1/sessions/authenticate", json!({"session_token": token}))
+        .await;
+    assert_eq!(
+        r.ok()["session"]["custom_claims"],
+        json!({"org": {"id": 1, "size": 10}})
+    );
+    auth(json!({"blob": 5})).await.ok();
+    auth(json!(["not", "an", "object"]))
+        .await
+        .error(400, "bad_request");
+
+    // Claims given at creation are stored and in the JWT.
+    let user = s["user"]["user_id"].as_str().unwrap();
+    let r = app
+        .post(
+            "/v1/sessions",
+            json!({"user_id": user, "session_duration_minutes": 5, "session_custom_claims": {"a": 1, "iat": 0},
+                   "authentication_factors": [{"type": "otp", "delivery_method": "sms"}], "attributes": {"ip_address": "203.0.113.9", "user_agent": "curl"}}),
+        )
+        .await;
+    assert_eq!(r.ok()["session"]["custom_claims"], json!({"a": 1}));
+    assert_eq!(
+        r.body["session"]["attributes"],
+        json!({"ip_address": "203.0.113.9", "user_agent": "curl"})
+    );
+}
+
+#[tokio::test]
+async fn authenticate_argument_errors() {
+    let app = TestApp::new().await;
+    let s = app.session(60).await;
+    app.post("/v1/sessions/authenticate", json!({}))
+        .await
+        .error(400, "no_session_arguments");
+    app.post(
+        "/v1/sessions/authenticate",
+        json!({"session_token": "", "session_jwt": ""}),
+    )
+    .await
+    .error(400, "no_session_arguments");
+    app.post(
+        "/v1/sessions/authenticate",
+        json!({"session_token": s["session_token"], "session_jwt": s["session_jwt"]}),
+    )
+    .await
+    .error(400, "too_many_session_arguments");
+    app.post(
+        "/v1/sessions/authenticate",
+        json!({"session_token": "unknown-token"}),
+    )
+    .await
+    .error(404, "session_not_found");
+    app.post(
+        "/v1/sessions/authenticate",
+        json!({"session_jwt": "not.a.jwt"}),
+    )
+    .await
+    .error(401, "unable_to_parse_session_jwt");
+    app.post("/v1/sessions/authenticate", json!({"session_token": 12}))
+        .await
+        .error(400, "bad_request");
+}
+
+#[tokio::test]
+async fn create_session_validation() {
+    let app = TestApp::new().await;
+    let user = app.user("v@example.com").await;
+    let base = json!({"user_id": user, "session_duration_minutes": 30, "authentication_factors": [{"type": "otp", "delivery_method": "email"}]});
+    app.post("/v1/sessions", base.clone()).await.ok();
+    let with = |key: &str, value: Value| {
+        let mut b = base.clone();
+        b[key] = value;
+        b
+    };
+    let e = app
+        .post("/v1/sessions", with("authentication_factors", json!([])))
+        .await;
+    assert!(
+        e.error(400, "bad_request")["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("authentication_factors")
+    );
+    let e = app
+        .post(
+            "/v1/sessions",
+            with(
+                "authentication_factors",
+                json!([{"type": "telepathy", "delivery_method": "email"}]),
+            ),
+        )
+        .await;
+    assert!(
+        e.error(400, "bad_request")["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("authentication_factors[0].type")
+    );
+    let e = app
+        .post(
+            "/v1/sessions",
+            with(
+                "authentication_factors",
+                json!([{"type": "otp", "delivery_method": "pigeon"}]),
+            ),
+        )
+        .await;
+    assert!(
+        e.error(400, "bad_request")["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("delivery_method")
+    );
+    let mut no_duration = base.clone();
+    no_duration
+        .as_object_mut()
+        .unwrap()
+        .remove("session_duration_minutes");
+    app.post("/v1/sessions", no_duration)
+        .await
+        .error(400, "bad_request");
+    app.post(
+        "/v1/sessions",
+        with(
+            "user_id",
+            json!("user-test-00000000-0000-0000-0000-000000000000"),
+        ),
+    )
+    .await
+    .error(404, "user_not_found");
+    let e = app.post("/v1/sessions", with("user_id", json!(7))).await;
+    assert!(
+        e.error(400, "bad_request")["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("user_id")
+    );
+}
+
+#[tokio::test]
+async fn list_sessions_of_a_user() {
+    let app = TestApp::new().await;
+    let user = app.user("list@example.com").await;
+    let r = app.get(&format!("/v1/sessions?user_id={user}")).await;
+    assert_eq!(r.ok()["sessions"], json!([]));
+    let first = app.session_for(&user, 60).await;
+    app.advance(10);
+    let second = app.session_for(&user, 60).await;
+    app.advance(10);
+    let third = app.session_for(&user, 5).await;
+    app.post(
+        "/v1/sessions/revoke",
+        json!({"session_id": first["session"]["session_id"]}),
+    )
+    .await
+    .ok();
+    let r = app
+        .get(&format!("/v1/sessions?user_id={user}&project_id=ignored"))
+        .await;
+    let ids: Vec<&Value> = r.ok()["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["session_id"])
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            &third["session"]["session_id"],
+            &second["session"]["session_id"]
+        ],
+        "active only, newest first"
+    );
+    app.advance(6 * 60);
+    let r = app.get(&format!("/v1/sessions?user_id={user}")).await;
+    assert_eq!(
+        r.ok()["sessions"].as_array().unwrap().len(),
+        1,
+        "expired sessions are not listed"
+    );
+    app.get("/v1/sessions?user_id=user-test-00000000-0000-0000-0000-000000000000")
+        .await
+        .error(404, "user_not_found");
+    app.get("/v1/sessions").await.error(400, "bad_request");
+}
+
+#[tokio::test]
+async fn revoke_by_each_selector() {
+    let app = TestApp::new().await;
+    let by_id = app.session(60).await;
+    let by_token = app.session(60).await;
+    let by_jwt = app.session(60).await;
+
+    app.post(
+        "/v1/sessions/revoke",
+        json!({"session_id": by_id["session"]["session_id"]}),
+    )
+    .await
+    .ok();
+    app.post(
+        "/v1/sessions/revoke",
+        json!({"session_token": by_token["session_token"]}),
+    )
+    .await
+    .ok();
+    // An expired JWT with a valid signature still revokes its session.
+    app.advance(600);
+    app.post(
+        "/v1/sessions/revoke",
+        json!({"session_jwt": by_jwt["session_jwt"]}),
+    )
+    .await
+    .ok();
+
+    for s in [&by_id, &by_token, &by_jwt] {
+        app.post(
+            "/v1/sessions/authenticate",
+            json!({"session_token": s["session_token"]}),
+        )
+        .await
+        .error(404, "session_not_found");
+        app.post(
+            "/v1/sessions/authenticate",
+            json!({"session_jwt": s["session_jwt"]}),
+        )
+        .await
+        .error(404, "session_not_found");
+    }
+    app.post(
+        "/v1/sessions/revoke",
+        json!({"session_id": by_id["session"]["session_id"]}),
+    )
+    .await
+    .error(404, "session_not_found");
+    app.post("/v1/sessions/revoke", json!({"session_token": "nope"}))
+        .await
+        .error(404, "session_not_found");
+    app.post(
+        "/v1/sessions/revoke",
+        json!({"session_id": "session-test-nonsense"}),
+    )
+    .await
+    .error(400, "invalid_session_id");
+    app.post(
+        "/v1/sessions/revoke",
+        json!({"session_id": "session-test-00000000-0000-0000-0000-000000000000"}),
+    )
+    .await
+    .error(404, "session_not_found");
+    app.post("/v1/sessions/revoke", json!({}))
+        .await
+        .error(400, "no_session_revoke_arguments");
+    app.post(
+        "/v1/sessions/revoke",
+        json!({"session_id": by_id["session"]["session_id"], "session_token": "x"}),
+    )
+    .await
+    .error(400, "too_many_session_revoke_arguments");
+    app.post("/v1/sessions/revoke", json!({"session_jwt": "bad"}))
+        .await
+        .error(401, "unable_to_parse_session_jwt");
+}
+
+#[tokio::test]
+async fn revoke_every_session_of_a_user() {
+    let app = TestApp::new().await;
+    let user = app.user("many@example.com").await;
+    let a = app.session_for(&user, 60).await;
+    let b = app.session_for(&user, 60).await;
+    let other = app.session(60).await;
+    let r = app
+        .post("/v1/sessions/revoke", json!({"user_id": user}))
+        .await;
+    let mut ids: Vec<String> = r.ok()["revoked_session_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let mut want = vec![
+        a["session"]["session_id"].as_str().unwrap().to_string(),
+        b["session"]["session_id"].as_str().unwrap().to_string(),
+    ];
+    want.sort();
+    assert_eq!(ids, want);
+    app.post(
+        "/v1/sessions/authenticate",
+        json!({"session_token": a["session_token"]}),
+    )
+    .await
+    .error(404, "session_not_found");
+    app.post(
+        "/v1/sessions/authenticate",
+        json!({"session_token": other["session_token"]}),
+    )
+    .await
+    .ok();
+    app.post("/v1/sessions/revoke", json!({"user_id": "nobody"}))
+        .await
+        .error(404, "user_not_found");
+}
+
+#[tokio::test]
+async fn idle_timeout_and_absolute_lifetime() {
+    let app = TestApp::new().await;
+    let mut row = hallpass::admin::get_project(&app.db, &app.creds.project_id)
+        .await
+        .unwrap();
+    row.idle_timeout_minutes = Some(10);
+    row.absolute_lifetime_minutes = Some(60);
+    hallpass::store::projects::update_settings(&app.db, &row)
+        .await
+        .unwrap();
+    app.maintain().await;
+
+    let s = app.session(600).await;
+    assert_eq!(
+        s["session"]["expires_at"],
+        rfc3339(START + 3600),
+        "capped by the absolute lifetime"
+    );
+    let token = s["session_token"].as_str().unwrap();
+    // Kept alive by activity every 9 minutes…
+    for _ in 0..5 {
+        app.advance(9 * 60);
+        let r = app
+            .post(
+                "/v1/sessions/authenticate",
+                json!({"session_token": token, "session_duration_minutes": 600}),
+            )
+            .await;
+        assert_eq!(
+            r.ok()["session"]["expires_at"],
+            rfc3339(START + 3600),
+            "extension never passes started_at + lifetime"
+        );
+    }
+    // …but not past the absolute lifetime.
+    app.advance(15 * 60);
+    app.post("/v1/sessions/authenticate", json!({"session_token": token}))
+        .await
+        .error(404, "session_not_found");
+
+    // Idle for ten minutes: gone, even though expires_at is later. The bare touch (written
+    // behind) counts as activity.
+    let s = app.session(60).await;
+    let token = s["session_token"].as_str().unwrap();
+    app.advance(9 * 60);
+    app.post("/v1/sessions/authenticate", json!({"session_token": token}))
+        .await
+        .ok();
+    app.advance(9 * 60);
+    app.post("/v1/sessions/authenticate", json!({"session_token": token}))
+        .await
+        .ok();
+    app.maintain().await;
+    app.advance(10 * 60);
+    app.post("/v1/sessions/authenticate", json!({"session_token": token}))
+        .await
+        .error(404, "session_not_found");
+    app.post(
+        "/v1/sessions/authenticate",
+        json!({"session_jwt": s["session_jwt"]}),
+    )
+    .await
+    .error(404, "session_not_found");
+}
+
+#[tokio::test]
+async fn an_expired_session_is_not_found() {
+    let app = TestApp::new().await;
+    let s = app.session(5).await;
+    app.advance(5 * 60 - 1);
+    app.post(
+        "/v1/sessions/authenticate",
+        json!({"session_token": s["session_token"]}),
+    )
+    .await
+    .ok();
+    app.advance(1);
+    app.post(
+        "/v1/sessions/authenticate",
+        json!({"session_token": s["session_token"]}),
+    )
+    .await
+    .error(404, "session_not_found");
+}

@@ -1,0 +1,148 @@
+use axum::body::Body;
+use axum::http::{Method, Request, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::json;
+
+use crate::harness::{Credentials, TestApp};
+
+#[tokio::test]
+async fn caller_credentials_are_required_and_checked() {
+    let app = TestApp::new().await;
+    let path = "/v1/sessions/authenticate";
+    let body = json!({"session_token": "x"});
+    app.request(Method::POST, path, Some(&body), None, &[])
+        .await
+        .error(401, "unauthorized_credentials");
+    let wrong = Credentials {
+        project_id: app.creds.project_id.clone(),
+        secret: "wrong-secret-wrong-secret-wrong-secret".into(),
+    };
+    app.request(Method::POST, path, Some(&body), Some(&wrong), &[])
+        .await
+        .error(401, "unauthorized_credentials");
+    let unknown = Credentials {
+        project_id: "project-test-00000000-0000-0000-0000-000000000000".into(),
+        secret: app.creds.secret.clone(),
+    };
+    app.request(Method::POST, path, Some(&body), Some(&unknown), &[])
+        .await
+        .error(401, "unauthorized_credentials");
+    let not_an_id = Credentials {
+        project_id: "admin".into(),
+        secret: app.creds.secret.clone(),
+    };
+    app.request(Method::POST, path, Some(&body), Some(&not_an_id), &[])
+        .await
+        .error(401, "unauthorized_credentials");
+    for auth in [
+        "Bearer abc",
+        "Basic !!!",
+        "Basic",
+        &format!("Basic {}", STANDARD.encode("no-colon")),
+    ] {
+        app.request(
+            Method::POST,
+            path,
+            Some(&body),
+            None,
+            &[("authorization", auth)],
+        )
+        .await
+        .error(401, "unauthorized_credentials");
+    }
+    // The right secret works, and keeps working from the in-memory cache.
+    for _ in 0..3 {
+        app.post(path, body.clone())
+            .await
+            .error(404, "session_not_found");
+    }
+}
+
+#[tokio::test]
+async fn many_wrong_secrets_at_once_are_refused_not_failed() {
+    let app = TestApp::new().await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let router = app.router.clone();
+        let auth = STANDARD.encode(format!("{}:wrong-{i}", app.creds.project_id));
+        tasks.push(tokio::spawn(async move {
+            let req = Request::post("/v1/sessions/authenticate")
+                .header(header::AUTHORIZATION, format!("Basic {auth}"))
+                .body(Body::from("{}"))
+                .unwrap();
+            tower::ServiceExt::oneshot(router, req)
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        let status = t.await.unwrap();
+        assert!(status == 401 || status == 429, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_input_gets_json_400s_that_name_the_field() {
+    let app = TestApp::new().await;
+    let raw = |body: &'static str| {
+        let auth = STANDARD.encode(format!("{}:{}", app.creds.project_id, app.creds.secret));
+        Request::post("/v1/sessions/authenticate")
+            .header(header::AUTHORIZATION, format!("Basic {auth}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let r = app.send(raw("{not json")).await;
+    assert!(
+        r.error(400, "bad_request")["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    let r = app.send(raw(r#"{"session_custom_claims": "text"}"#)).await;
+    assert!(
+        r.error(400, "bad_request")["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("session_custom_claims")
+    );
+    let r = app.send(raw("[]")).await;
+    r.error(400, "bad_request");
+    // An empty body reads as {}.
+    app.send(raw("")).await.error(400, "no_session_arguments");
+}
+
+#[tokio::test]
+async fn oversized_bodies_unknown_routes_and_methods() {
+    let app = TestApp::new().await;
+    let big = json!({"session_token": "x".repeat(70 * 1024)});
+    let r = app.post("/v1/sessions/authenticate", big).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.body["status_code"], 413);
+    app.get("/v1/nothing-here").await.error(404, "not_found");
+    app.request(
+        Method::DELETE,
+        "/v1/sessions/authenticate",
+        None,
+        Some(&app.creds),
+        &[],
+    )
+    .await
+    .error(400, "bad_request");
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::new().await;
+    assert_eq!(
+        app.get_anonymous("/healthz", &[]).await.ok()["status"],
+        "ok"
+    );
+    assert_eq!(
+        app.get_anonymous("/readyz", &[]).await.ok()["status"],
+        "ready"
+    );
+}
