@@ -90,23 +90,33 @@ pub fn schedule() -> Schedule {
     }
 }
 
+/// The Postgres server under test, if any.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// Creates an empty throw-away Postgres database and returns its URL.
+pub async fn fresh_postgres_database(url: &str) -> String {
+    let name = format!("hallpass_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(url)
+        .await
+        .expect("TEST_DATABASE_URL reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let slash = url.rfind('/').unwrap();
+    format!("{}{name}", &url[..=slash])
+}
+
 /// A fresh, migrated database of the backend under test.
 pub async fn fresh_db() -> (Db, Option<TempDir>) {
-    match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => {
-            let name = format!("hallpass_test_{}", uuid::Uuid::new_v4().simple());
-            let admin = sqlx::PgPool::connect(&url)
-                .await
-                .expect("TEST_DATABASE_URL reachable");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&admin)
-                .await
-                .unwrap();
-            admin.close().await;
-            let mut base = url.clone();
-            let slash = base.rfind('/').unwrap();
-            base.truncate(slash + 1);
-            let db = Db::connect_postgres(&format!("{base}{name}"), 8)
+    match postgres_url() {
+        Some(url) => {
+            let db = Db::connect_postgres(&fresh_postgres_database(&url).await, 8)
                 .await
                 .unwrap();
             db.migrate().await.unwrap();

@@ -10,6 +10,7 @@ mod jwt;
 mod keys;
 mod magic_links;
 mod migrate;
+mod replicas;
 mod sessions;
 mod storage;
 mod transport;
