@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod cli;
 mod isolation;
 mod jwks;
 mod jwt;

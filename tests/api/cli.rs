@@ -1,0 +1,326 @@
+//! The operator CLI, run as a process against the backend under test.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use hallpass::app::{AppState, Settings, router};
+use hallpass::domain::Clock;
+use hallpass::domain::crypto::MasterKeys;
+use hallpass::store::Db;
+use serde_json::{Value, json};
+
+use crate::harness::{TempDir, fresh_postgres_database, postgres_url};
+
+struct Cli {
+    url: String,
+    master: String,
+    _dir: TempDir,
+}
+
+impl Cli {
+    async fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("hallpass-cli-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = match postgres_url() {
+            Some(pg) => fresh_postgres_database(&pg).await,
+            None => dir.join("hallpass.db").display().to_string(),
+        };
+        Cli {
+            url,
+            master: MasterKeys::generate_encoded(),
+            _dir: TempDir(dir),
+        }
+    }
+
+    fn run_with(&self, args: &[&str], master: &str) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_hallpass"))
+            .args(args)
+            .env_clear()
+            .env("HALLPASS_DATABASE_URL", &self.url)
+            .env("HALLPASS_MASTER_KEY", master)
+            .env("HALLPASS_LOG", "warn")
+            .current_dir(&self._dir.0)
+            .output()
+            .unwrap()
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run_with(args, &self.master);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[track_caller]
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run_with(args, &self.master);
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    async fn db(&self) -> Db {
+        if self.url.starts_with("postgres") {
+            Db::connect_postgres(&self.url, 2).await.unwrap()
+        } else {
+            Db::connect_sqlite(std::path::Path::new(&self.url), 2)
+                .await
+                .unwrap()
+        }
+    }
+
+    /// The HTTP API on the same database, as a running server would see it.
+    async fn app(&self) -> AppState {
+        let settings = Settings {
+            body_limit: 65536,
+            request_timeout: Duration::from_secs(10),
+            schedule: crate::harness::schedule(),
+            argon2_concurrency: 2,
+            refresh_interval: Duration::from_secs(1),
+        };
+        let state = AppState::new(
+            self.db().await,
+            MasterKeys::parse(&self.master).unwrap(),
+            Clock::system(),
+            settings,
+            None,
+        );
+        state.maintain().await;
+        state
+    }
+}
+
+async fn status_with(state: &AppState, project: &str, secret: &str) -> u16 {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{project}:{secret}"));
+    let req = axum::http::Request::post("/v1/sessions/authenticate")
+        .header("authorization", format!("Basic {auth}"))
+        .body(axum::body::Body::from(r#"{"session_token":"x"}"#))
+        .unwrap();
+    tower::ServiceExt::oneshot(router(state.clone()), req)
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn projects_are_created_listed_updated_and_their_secrets_rotated() {
+    let cli = Cli::new().await;
+    let created: Value = serde_json::from_str(&cli.ok(&[
+        "project", "create", "--name", "acme", "--env", "live", "--json",
+    ]))
+    .unwrap();
+    let id = created["project_id"].as_str().unwrap().to_string();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert!(id.starts_with("project-live-"));
+    assert_eq!(secret.len(), 44);
+
+    let listed: Value = serde_json::from_str(&cli.ok(&["project", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["project_id"], id.as_str());
+    assert_eq!(listed[0]["name"], "acme");
+    assert!(cli.ok(&["project", "list"]).contains(&id));
+
+    cli.ok(&[
+        "project",
+        "update",
+        &id,
+        "--userinfo-url",
+        "https://idp.example.com/userinfo",
+        "--idle-timeout-minutes",
+        "30",
+    ]);
+    let listed: Value = serde_json::from_str(&cli.ok(&["project", "list", "--json"])).unwrap();
+    assert_eq!(
+        listed[0]["userinfo_url"],
+        "https://idp.example.com/userinfo"
+    );
+    assert_eq!(listed[0]["idle_timeout_minutes"], 30);
+    assert!(listed[0]["absolute_lifetime_minutes"].is_null());
+    assert!(
+        cli.fails(&["project", "update", &id, "--idle-timeout-minutes", "600000"])
+            .contains("idle-timeout-minutes")
+    );
+    assert!(
+        cli.fails(&["project", "update", &id, "--userinfo-url", "ftp://x"])
+            .contains("userinfo URL")
+    );
+    assert!(
+        cli.fails(&[
+            "project",
+            "update",
+            "project-live-00000000-0000-0000-0000-000000000000"
+        ])
+        .contains("no project")
+    );
+
+    let state = cli.app().await;
+    assert_eq!(
+        status_with(&state, &id, &secret).await,
+        404,
+        "the secret works (session_not_found past auth)"
+    );
+    let out = cli.ok(&["project", "rotate-secret", &id]);
+    let new_secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    state.directory.refresh().await.unwrap();
+    assert_eq!(
+        status_with(&state, &id, &secret).await,
+        404,
+        "the old secret keeps working"
+    );
+    assert_eq!(status_with(&state, &id, &new_secret).await, 404);
+    cli.ok(&["project", "rotate-secret", &id, "--revoke-old"]);
+    state.directory.refresh().await.unwrap();
+    assert_eq!(
+        status_with(&state, &id, &secret).await,
+        401,
+        "the old secret is refused, even from the cache"
+    );
+    assert_eq!(status_with(&state, &id, &new_secret).await, 404);
+}
+
+#[tokio::test]
+async fn keys_are_listed_rotated_revoked_and_resealed() {
+    let cli = Cli::new().await;
+    let created: Value =
+        serde_json::from_str(&cli.ok(&["project", "create", "--name", "k", "--json"])).unwrap();
+    let id = created["project_id"].as_str().unwrap().to_string();
+    let keys = |cli: &Cli| -> Vec<Value> {
+        serde_json::from_str::<Value>(&cli.ok(&["keys", "list", &id, "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let state_of = |list: &[Value], s: &str| {
+        list.iter()
+            .filter(|k| k["state"] == s)
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+
+    let list = keys(&cli);
+    assert_eq!(list.len(), 2);
+    let current = state_of(&list, "current")[0].clone();
+    let next = state_of(&list, "next")[0].clone();
+    assert!(
+        list.iter()
+            .all(|k| !k["published_since"].is_null() && !k["created_at"].is_null())
+    );
+    assert!(cli.ok(&["keys", "list", &id]).contains("SIGNING_SINCE"));
+
+    // The waiting key is too young to sign: refused, with the reason.
+    let why = cli.fails(&["keys", "rotate", &id]);
+    assert!(why.contains("--force") && why.contains("600 s"), "{why}");
+    cli.ok(&["keys", "rotate", &id, "--force"]);
+    let list = keys(&cli);
+    assert_eq!(state_of(&list, "current"), vec![next.clone()]);
+    assert_eq!(state_of(&list, "retired"), vec![current.clone()]);
+    assert!(list.iter().find(|k| k["kid"] == current.as_str()).unwrap()["retires_at"].is_string());
+    assert_eq!(state_of(&list, "next").len(), 1);
+
+    // Revoking the signing key promotes the waiting one at once.
+    let waiting = state_of(&list, "next")[0].clone();
+    cli.ok(&["keys", "revoke", &id, &next]);
+    let list = keys(&cli);
+    assert_eq!(state_of(&list, "revoked"), vec![next.clone()]);
+    assert_eq!(state_of(&list, "current"), vec![waiting]);
+    assert!(
+        cli.fails(&["keys", "revoke", &id, &next])
+            .contains("no such unrevoked key")
+    );
+    assert!(
+        cli.fails(&["keys", "revoke", &id, "jwk-test-nonsense"])
+            .contains("not a key id")
+    );
+
+    // Master-key rotation: new key first, old key second; reencrypt; then the new key alone opens every key.
+    let new_master = MasterKeys::generate_encoded();
+    let both = format!("{new_master},{}", cli.master);
+    let out = cli.run_with(&["keys", "reencrypt"], &both);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-sealed"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("re-sealing keys: "),
+        "progress is shown"
+    );
+    let dir = hallpass::directory::Directory::new(
+        cli.db().await,
+        MasterKeys::parse(&new_master).unwrap(),
+        None,
+    );
+    dir.refresh().await.unwrap();
+    assert!(dir.key_problems().is_empty(), "{:?}", dir.key_problems());
+    assert!(dir.is_ready());
+    let old_only = hallpass::directory::Directory::new(
+        cli.db().await,
+        MasterKeys::parse(&cli.master).unwrap(),
+        None,
+    );
+    old_only.refresh().await.unwrap();
+    assert!(
+        !old_only.key_problems().is_empty(),
+        "the old master key no longer opens anything"
+    );
+}
+
+#[tokio::test]
+async fn configuration_errors_name_what_is_wrong() {
+    let cli = Cli::new().await;
+    let file = cli._dir.0.join("bad.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n",
+    )
+    .unwrap();
+    let err = cli.fails(&["--config", file.to_str().unwrap(), "project", "list"]);
+    assert!(err.contains("server.listen_port"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_hallpass"))
+        .args(["project", "list"])
+        .env_clear()
+        .env(
+            "HALLPASS_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        )
+        .env("HALLPASS_KEYS_JWKS_MAX_AGE_SECONDS", "soon")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HALLPASS_KEYS_JWKS_MAX_AGE_SECONDS"));
+    if postgres_url().is_some() {
+        let out = Command::new(env!("CARGO_BIN_EXE_hallpass"))
+            .args(["project", "create", "--name", "x"])
+            .env_clear()
+            .env("HALLPASS_DATABASE_URL", &cli.url)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("openssl rand -base64 32"));
+    }
+    let bad_bootstrap = Command::new(env!("CARGO_BIN_EXE_hallpass"))
+        .arg("serve")
+        .env_clear()
+        .env("HALLPASS_DATABASE_URL", &cli.url)
+        .env("HALLPASS_MASTER_KEY", &cli.master)
+        .env("HALLPASS_LISTEN", "127.0.0.1:0")
+        .env("HALLPASS_BOOTSTRAP_PROJECT_ID", "project-test-123")
+        .env("HALLPASS_BOOTSTRAP_SECRET", "short")
+        .output()
+        .unwrap();
+    assert!(!bad_bootstrap.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad_bootstrap.stderr).contains("HALLPASS_BOOTSTRAP_PROJECT_ID")
+    );
+    let _ = json!({});
+}
