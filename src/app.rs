@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use tokio::net::TcpListener;
@@ -61,6 +61,7 @@ pub struct Inner {
     pub callers: CallerCache,
     pub touches: Touches,
     pub http: reqwest::Client,
+    pub metrics: crate::metrics::Metrics,
 }
 
 #[derive(Clone)]
@@ -91,6 +92,7 @@ impl AppState {
             directory: Directory::new(db.clone(), master.clone(), default_project),
             callers: CallerCache::new(settings.argon2_concurrency),
             touches: Touches::default(),
+            metrics: Default::default(),
             db,
             master,
             clock,
@@ -102,12 +104,18 @@ impl AppState {
     /// One maintenance pass: converge every key ring, then reload the directory.
     pub async fn maintain(&self) {
         let now = self.clock.now();
-        if let Err(e) =
-            crate::keyring::converge_all(&self.db, &self.master, &self.settings.schedule, now).await
+        match crate::keyring::converge_all(&self.db, &self.master, &self.settings.schedule, now)
+            .await
         {
-            tracing::warn!(error = %e, "key ring maintenance failed; will retry");
+            Ok(steps) => {
+                self.metrics
+                    .key_ring_steps
+                    .fetch_add(steps as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "key ring maintenance failed; will retry"),
         }
         if let Err(e) = self.directory.refresh().await {
+            crate::metrics::Metrics::inc(&self.metrics.refresh_failures);
             tracing::warn!(error = %e, "directory refresh failed; serving the previous view");
         }
     }
@@ -172,6 +180,14 @@ impl Touches {
         self.0.lock().ok().and_then(|m| m.get(&session).copied())
     }
 
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn forget(&self, session: Uuid) {
         if let Ok(mut m) = self.0.lock() {
             m.remove(&session);
@@ -209,7 +225,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), read_body))
         .layer(from_fn_with_state(state.clone(), deadline))
-        .layer(from_fn(request_context))
+        .layer(from_fn_with_state(state.clone(), request_context))
         .with_state(state)
 }
 
@@ -222,12 +238,13 @@ async fn method_not_allowed() -> Error {
 }
 
 /// Gives every request an id (body, header, logs) and one log line when it ends.
-async fn request_context(req: Request, next: Next) -> Response {
+async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = format(Kind::Request, env_hint(&req), Uuid::new_v4());
     let span =
         tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
     let mut response = request_id::scope(id.clone(), next.run(req).instrument(span.clone())).await;
+    state.metrics.response(response.status().as_u16());
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod keyring;
+pub mod metrics;
 pub mod store;
 
 pub use app::{AppState, Settings, router};

@@ -18,6 +18,7 @@ use crate::directory::Project;
 use crate::domain::crypto::{sha256, verify_secret};
 use crate::domain::ids::ProjectId;
 use crate::error::Error;
+use crate::metrics::Metrics;
 
 /// Remembered verifications are forgotten wholesale past this many (a bound on memory that
 /// a stream of distinct valid secrets could otherwise grow).
@@ -85,8 +86,12 @@ impl FromRequestParts<AppState> for Caller {
         let permit =
             tokio::time::timeout(ARGON2_WAIT, state.callers.argon2.clone().acquire_owned())
                 .await
-                .map_err(|_| Error::TooManyRequests(1))?
+                .map_err(|_| {
+                    Metrics::inc(&state.metrics.argon2_rejections);
+                    Error::TooManyRequests(1)
+                })?
                 .map_err(|_| Error::ServiceUnavailable)?;
+        Metrics::inc(&state.metrics.argon2_verifications);
         let candidates = project.secrets.clone();
         let matched = tokio::task::spawn_blocking(move || {
             let _permit = permit;

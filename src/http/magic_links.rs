@@ -11,7 +11,6 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::sessions::{self, AuthBody, render};
-use super::views;
 use super::{Json, present};
 use crate::app::AppState;
 use crate::domain::crypto::{OpaqueToken, hash_token};
@@ -148,27 +147,20 @@ async fn authenticate(
             None => None,
         },
     };
-    let user_id_text = project.id.id(Kind::User, user_id);
-    match &done {
-        Some(a) => Ok(render(AuthBody {
-            user_id: Some(user_id_text),
-            method_id: Some(method_id),
-            reset_sessions: Some(false),
-            ..a.body(&project)
-        })),
+    let user;
+    let body = match &done {
+        Some(a) => a.body(&project),
         None => {
-            let user = store::users::get(&state.db, project.id.uuid, user_id)
+            user = store::users::get(&state.db, project.id.uuid, user_id)
                 .await?
                 .ok_or(Error::UserNotFound)?;
-            Ok(render(AuthBody {
-                user_id: Some(user_id_text),
-                method_id: Some(method_id),
-                session: None,
-                session_token: "",
-                session_jwt: "",
-                user: views::user(&project.id, &user),
-                reset_sessions: Some(false),
-            }))
+            AuthBody::without_session(&project, &user)
         }
-    }
+    };
+    Ok(render(AuthBody {
+        user_id: Some(project.id.id(Kind::User, user_id)),
+        method_id: Some(method_id),
+        reset_sessions: Some(false),
+        ..body
+    }))
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::auth::Caller;
 use super::sessions::{self, AuthBody, render};
-use super::{Json, present, views};
+use super::{Json, present};
 use crate::app::AppState;
 use crate::domain::ids::Kind;
 use crate::domain::session::{Factor, SessionDuration};
@@ -75,12 +75,7 @@ pub async fn migrate(
         }
         None => Ok(render(AuthBody {
             user_id: Some(user_id),
-            method_id: None,
-            session: None,
-            session_token: "",
-            session_jwt: "",
-            user: views::user(&project.id, &user),
-            reset_sessions: None,
+            ..AuthBody::without_session(&project, &user)
         })),
     }
 }

@@ -56,6 +56,21 @@ pub struct AuthBody<'a> {
     pub reset_sessions: Option<bool>,
 }
 
+impl<'a> AuthBody<'a> {
+    /// The reply when no session was started (no duration asked for): the user alone.
+    pub fn without_session(project: &Project, user: &'a UserRow) -> Self {
+        AuthBody {
+            user_id: None,
+            method_id: None,
+            session: None,
+            session_token: "",
+            session_jwt: "",
+            user: views::user(&project.id, user),
+            reset_sessions: None,
+        }
+    }
+}
+
 impl Authenticated {
     pub fn body<'a>(&'a self, project: &Project) -> AuthBody<'a> {
         AuthBody {
@@ -70,7 +85,8 @@ impl Authenticated {
     }
 }
 
-fn mint(project: &Project, session: &Session, now: i64) -> Result<String> {
+fn mint(state: &AppState, project: &Project, session: &Session, now: i64) -> Result<String> {
+    crate::metrics::Metrics::inc(&state.metrics.jwts_minted);
     // A ring without a signing key is being repaired (its key was just revoked).
     let key = project
         .ring
@@ -109,7 +125,7 @@ pub async fn start(
         custom_claims,
     };
     let token = OpaqueToken::generate();
-    let session_jwt = mint(project, &session, now)?;
+    let session_jwt = mint(state, project, &session, now)?;
     store::sessions::insert(
         &state.db,
         project.id.uuid,
@@ -186,7 +202,7 @@ pub async fn resume(
         add_factor(&mut session.factors, f);
         durable = true;
     }
-    let session_jwt = mint(project, &session, now)?;
+    let session_jwt = mint(state, project, &session, now)?;
     if durable {
         if !store::sessions::save_authentication(&state.db, &session_to_row(&session)?).await? {
             return Err(Error::SessionNotFound);

@@ -50,6 +50,15 @@ impl Response {
         &self.body
     }
 
+    /// Asserts a 400 `bad_request` whose message names `field`.
+    #[track_caller]
+    pub fn names_field(&self, field: &str) {
+        let message = self.error(400, "bad_request")["error_message"]
+            .as_str()
+            .unwrap();
+        assert!(message.contains(field), "{message:?} should name {field}");
+    }
+
     #[track_caller]
     pub fn ok(&self) -> &Value {
         assert_eq!(self.status, StatusCode::OK, "body: {}", self.body);

@@ -96,19 +96,9 @@ async fn malformed_input_gets_json_400s_that_name_the_field() {
             .unwrap()
     };
     let r = app.send(raw("{not json")).await;
-    assert!(
-        r.error(400, "bad_request")["error_message"]
-            .as_str()
-            .unwrap()
-            .contains("not valid JSON")
-    );
+    r.names_field("not valid JSON");
     let r = app.send(raw(r#"{"session_custom_claims": "text"}"#)).await;
-    assert!(
-        r.error(400, "bad_request")["error_message"]
-            .as_str()
-            .unwrap()
-            .contains("session_custom_claims")
-    );
+    r.names_field("session_custom_claims");
     let r = app.send(raw("[]")).await;
     r.error(400, "bad_request");
     // An empty body reads as {}.
@@ -145,4 +135,48 @@ async fn health_and_readiness() {
         app.get_anonymous("/readyz", &[]).await.ok()["status"],
         "ready"
     );
+}
+
+#[tokio::test]
+async fn metrics_count_without_revealing_anything() {
+    let app = TestApp::new().await;
+    let s = app.session(60).await;
+    app.post(
+        "/v1/sessions/authenticate",
+        json!({"session_token": "nope"}),
+    )
+    .await
+    .error(404, "session_not_found");
+    let res = tower::ServiceExt::oneshot(
+        app.router.clone(),
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let bytes = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(
+        text.contains("hallpass_http_responses_total{class=\"4xx\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("hallpass_jwts_minted_total 1\n"), "{text}");
+    assert!(text.contains("hallpass_projects 1\n"));
+    let token = s["session_token"].as_str().unwrap();
+    for secret in [
+        app.creds.secret.as_str(),
+        token,
+        app.creds.project_id.as_str(),
+    ] {
+        assert!(!text.contains(secret));
+    }
 }
