@@ -128,7 +128,7 @@ pub async fn bootstrap(
     if !known {
         store::projects::insert_secret(db, secret_id, id.uuid, &hash(secret).await?, now).await?;
     }
-    keyring::converge(db, master, schedule, id.uuid, id.env, now).await?;
+    keyring::ensure_signer(db, master, schedule, id.uuid, id.env, now).await?;
     Ok(id)
 }
 

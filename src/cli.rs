@@ -281,7 +281,11 @@ async fn serve(config: Config) -> Result<(), Fatal> {
     }
 
     let state = AppState::new(db.clone(), master, clock, settings, preferred);
-    state.maintain().await;
+    // Load what is there and serve; the background task (first run: now) converges the
+    // rings, so start-up waits for no key generation beyond a missing signing key.
+    if let Err(e) = state.directory.refresh().await {
+        return Err(Fatal(format!("cannot load projects and keys: {e}")));
+    }
     let problems = state.directory.key_problems();
     if !problems.is_empty() {
         return Err(Fatal(format!(

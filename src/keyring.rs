@@ -75,6 +75,32 @@ pub async fn converge(
     env: Env,
     now: i64,
 ) -> Result<Vec<Step>, RingError> {
+    steps(db, master, schedule, project, env, now, false).await
+}
+
+/// Only the steps that give the ring a signing key: what a starting server waits for. The
+/// rest (publishing the next key) is left to the background task, so start-up generates at
+/// most one RSA key.
+pub async fn ensure_signer(
+    db: &Db,
+    master: &MasterKeys,
+    schedule: &Schedule,
+    project: Uuid,
+    env: Env,
+    now: i64,
+) -> Result<Vec<Step>, RingError> {
+    steps(db, master, schedule, project, env, now, true).await
+}
+
+async fn steps(
+    db: &Db,
+    master: &MasterKeys,
+    schedule: &Schedule,
+    project: Uuid,
+    env: Env,
+    now: i64,
+    signer_only: bool,
+) -> Result<Vec<Step>, RingError> {
     let mut done = Vec::new();
     // A handful of steps at most converge any ring (promote, create, delete…); the bound
     // only guards against a loop if another writer keeps changing it.
@@ -83,6 +109,13 @@ pub async fn converge(
         let Some(step) = keys::plan(&ring, now, schedule) else {
             break;
         };
+        let gives_signer = matches!(
+            step,
+            Step::CreateCurrent | Step::Promote { current: None, .. }
+        );
+        if signer_only && !gives_signer {
+            break;
+        }
         // Generate before locking: RSA generation is slow and must not hold the lock.
         let fresh = match step {
             Step::CreateCurrent => {
