@@ -101,8 +101,8 @@ impl AppState {
         }))
     }
 
-    /// One maintenance pass: converge every key ring, then reload the directory.
-    pub async fn maintain(&self) {
+    /// Applies every due key-ring step (any instance may; each step happens once).
+    pub async fn converge_rings(&self) {
         let now = self.clock.now();
         match crate::keyring::converge_all(&self.db, &self.master, &self.settings.schedule, now)
             .await
@@ -114,50 +114,69 @@ impl AppState {
             }
             Err(e) => tracing::warn!(error = %e, "key ring maintenance failed; will retry"),
         }
+    }
+
+    /// Reloads projects, secrets and keys.
+    pub async fn refresh_directory(&self) {
         if let Err(e) = self.directory.refresh().await {
             crate::metrics::Metrics::inc(&self.metrics.refresh_failures);
             tracing::warn!(error = %e, "directory refresh failed; serving the previous view");
         }
     }
 
-    /// Starts the background tasks: ring maintenance and directory refresh, and the
-    /// write-behind of `last_accessed_at`. They stop when `shutdown` fires.
+    /// One maintenance pass as the background tasks do it: converge, then reload.
+    pub async fn maintain(&self) {
+        self.converge_rings().await;
+        self.refresh_directory().await;
+    }
+
+    /// Starts the background tasks, each on its own cadence so a slow one (RSA key
+    /// generation under load) never delays another: directory refresh, ring convergence,
+    /// and the write-behind of `last_accessed_at`. They stop when `shutdown` fires; the
+    /// caller flushes pending touches once they have.
     pub fn spawn_background(
         &self,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        let refresh = {
-            let state = self.clone();
-            let mut stop = shutdown.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(state.settings.refresh_interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => state.maintain().await,
-                        _ = stop.changed() => break,
-                    }
-                }
-            })
-        };
-        let touches = {
-            let state = self.clone();
-            let mut stop = shutdown;
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => state.touches.flush(&state.db).await,
-                        _ = stop.changed() => {
-                            state.touches.flush(&state.db).await;
-                            break;
-                        }
-                    }
-                }
-            })
-        };
-        vec![refresh, touches]
+        let period = self.settings.refresh_interval;
+        let (a, b, c) = (self.clone(), self.clone(), self.clone());
+        vec![
+            every(period, shutdown.clone(), move || {
+                let s = a.clone();
+                async move { s.refresh_directory().await }
+            }),
+            every(period, shutdown.clone(), move || {
+                let s = b.clone();
+                async move { s.converge_rings().await }
+            }),
+            every(Duration::from_secs(1), shutdown, move || {
+                let s = c.clone();
+                async move { s.touches.flush(&s.db).await }
+            }),
+        ]
     }
+}
+
+/// Runs `job` every `period` (the first run at once) until `stop` changes.
+fn every<F, Fut>(
+    period: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut job: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => job().await,
+                _ = stop.changed() => break,
+            }
+        }
+    })
 }
 
 /// `last_accessed_at` touches not yet written. An authenticate that changes nothing else

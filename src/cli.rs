@@ -307,6 +307,7 @@ async fn serve(config: Config) -> Result<(), Fatal> {
         ready_ms = started.elapsed().as_millis() as u64,
         "hallpass is serving"
     );
+    let state_for_shutdown = state.clone();
     app::serve(listener, state, shutdown_signal())
         .await
         .map_err(|e| Fatal(format!("server: {e}")))?;
@@ -315,6 +316,7 @@ async fn serve(config: Config) -> Result<(), Fatal> {
     for t in tasks {
         let _ = t.await;
     }
+    state_for_shutdown.touches.flush(&db).await;
     db.close().await;
     Ok(())
 }

@@ -11,6 +11,7 @@ mod jwt;
 mod keys;
 mod magic_links;
 mod migrate;
+mod process;
 mod replicas;
 mod sessions;
 mod storage;
