@@ -260,18 +260,19 @@ async fn method_not_allowed() -> Error {
 async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = format(Kind::Request, env_hint(&req), Uuid::new_v4());
     let span =
-        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+        tracing::debug_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
     let mut response = request_id::scope(id.clone(), next.run(req).instrument(span.clone())).await;
     state.metrics.response(response.status().as_u16());
-    // One line per request at debug (HALLPASS_LOG=hallpass=debug turns the access log on);
+    // One line per request at debug (HALLPASS_LOG=hallpass=debug turns the access log and
+    // the request span on);
     // server errors always. At thousands of requests a second an always-on access log would
     // cost more than the rest of the request outside the RSA signature.
     let status = response.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
     span.in_scope(|| {
         if status >= 500 {
-            tracing::warn!(status, micros, "served");
+            tracing::warn!(request_id = %id, status, micros, "served");
         } else {
             tracing::debug!(status, micros, "served");
         }

@@ -131,15 +131,15 @@ struct ErrorBody<'a> {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, error_type) = self.status_and_type();
+        let id = request_id::current();
         let error_message = match &self {
             Error::Internal(detail) => {
-                // Logged once, here, inside the request span; the client gets a fixed message.
-                tracing::error!(detail = %detail, "internal error");
+                // Logged once, here, with the request id; the client gets a fixed message.
+                tracing::error!(request_id = %id, detail = %detail, "internal error");
                 "An internal error occurred.".to_string()
             }
             other => other.to_string(),
         };
-        let id = request_id::current();
         let body = ErrorBody {
             status_code: status.as_u16(),
             request_id: &id,
