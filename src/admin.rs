@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::domain::crypto::{self, MasterKeys, OpaqueToken};
 use crate::domain::ids::{Env, ProjectId};
 use crate::domain::keys::Schedule;
-use crate::keyring::{self, RingError};
+use crate::keyring::{self, RingError, Until};
 use crate::store::projects::ProjectRow;
 use crate::store::{self, Db};
 
@@ -66,7 +66,7 @@ pub async fn create_project(
         now,
     )
     .await?;
-    keyring::converge(db, master, schedule, id.uuid, env, now).await?;
+    keyring::converge(db, master, schedule, id.uuid, env, now, Until::Converged).await?;
     Ok(Credentials {
         project_id: id,
         secret,
@@ -128,7 +128,7 @@ pub async fn bootstrap(
     if !known {
         store::projects::insert_secret(db, secret_id, id.uuid, &hash(secret).await?, now).await?;
     }
-    keyring::ensure_signer(db, master, schedule, id.uuid, id.env, now).await?;
+    keyring::converge(db, master, schedule, id.uuid, id.env, now, Until::Signing).await?;
     Ok(id)
 }
 

@@ -66,6 +66,17 @@ async fn new_key(
     })
 }
 
+/// How far `converge` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Every due step.
+    Converged,
+    /// Only the steps that give the ring a signing key: what a starting server waits for.
+    /// The rest (publishing the next key) is left to the background task, so start-up
+    /// generates at most one RSA key.
+    Signing,
+}
+
 /// Brings one project's ring up to date at `now`; returns the steps this instance performed.
 pub async fn converge(
     db: &Db,
@@ -74,32 +85,7 @@ pub async fn converge(
     project: Uuid,
     env: Env,
     now: i64,
-) -> Result<Vec<Step>, RingError> {
-    steps(db, master, schedule, project, env, now, false).await
-}
-
-/// Only the steps that give the ring a signing key: what a starting server waits for. The
-/// rest (publishing the next key) is left to the background task, so start-up generates at
-/// most one RSA key.
-pub async fn ensure_signer(
-    db: &Db,
-    master: &MasterKeys,
-    schedule: &Schedule,
-    project: Uuid,
-    env: Env,
-    now: i64,
-) -> Result<Vec<Step>, RingError> {
-    steps(db, master, schedule, project, env, now, true).await
-}
-
-async fn steps(
-    db: &Db,
-    master: &MasterKeys,
-    schedule: &Schedule,
-    project: Uuid,
-    env: Env,
-    now: i64,
-    signer_only: bool,
+    until: Until,
 ) -> Result<Vec<Step>, RingError> {
     let mut done = Vec::new();
     // A handful of steps at most converge any ring (promote, create, delete…); the bound
@@ -113,7 +99,7 @@ async fn steps(
             step,
             Step::CreateCurrent | Step::Promote { current: None, .. }
         );
-        if signer_only && !gives_signer {
+        if until == Until::Signing && !gives_signer {
             break;
         }
         // Generate before locking: RSA generation is slow and must not hold the lock.
@@ -158,9 +144,17 @@ pub async fn converge_all(
 ) -> Result<usize, RingError> {
     let mut steps = 0;
     for p in store::projects::list(db).await? {
-        steps += converge(db, master, schedule, p.id, Env::from_live(p.live), now)
-            .await?
-            .len();
+        steps += converge(
+            db,
+            master,
+            schedule,
+            p.id,
+            Env::from_live(p.live),
+            now,
+            Until::Converged,
+        )
+        .await?
+        .len();
     }
     Ok(steps)
 }
@@ -176,7 +170,7 @@ pub async fn rotate_now(
     now: i64,
     force: bool,
 ) -> Result<Uuid, RingError> {
-    converge(db, master, schedule, project, env, now).await?;
+    converge(db, master, schedule, project, env, now, Until::Converged).await?;
     let mut tx = db.begin().await?;
     let ring = infos(&store::keys::lock_ring(&mut tx, project).await?);
     let next = keys::next(&ring)
@@ -196,7 +190,7 @@ pub async fn rotate_now(
     let current = keys::current(&ring).map(|k| k.id);
     store::keys::promote(&mut tx, next.id, current, now).await?;
     tx.commit().await?;
-    converge(db, master, schedule, project, env, now).await?;
+    converge(db, master, schedule, project, env, now, Until::Converged).await?;
     Ok(next.id)
 }
 
@@ -218,7 +212,7 @@ pub async fn revoke(
         .and_then(|s| KeyState::parse(&s))
         .ok_or_else(|| RingError::Refused("no such unrevoked key in this project".into()))?;
     tx.commit().await?;
-    converge(db, master, schedule, project, env, now).await?;
+    converge(db, master, schedule, project, env, now, Until::Converged).await?;
     Ok(before)
 }
 
