@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::{json_response, request_id};
+use super::{PathText, json_response, request_id};
 use crate::app::AppState;
 use crate::directory::Project;
 use crate::domain::ids::ProjectId;
@@ -26,7 +26,7 @@ pub fn routes() -> Router<AppState> {
 
 async fn by_project(
     State(state): State<AppState>,
-    Path(project_id): Path<String>,
+    PathText(project_id): PathText,
     headers: HeaderMap,
 ) -> Result<Response> {
     let project = project_id

@@ -11,7 +11,8 @@ pub mod users;
 pub mod views;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -68,6 +69,34 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             Error::bad_request(format!("{path}: {inner}"))
         }
     })
+}
+
+/// A path segment; a malformed one (bad percent-encoding) is a 400 in our shape.
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathText(p.0))
+            .map_err(|e| Error::bad_request(format!("path: {}", e.body_text())))
+    }
+}
+
+/// Query parameters parsed into `T` (unknown ones ignored); failures are 400s in our shape.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| Error::bad_request(format!("query: {}", e.body_text())))
+    }
 }
 
 /// A 200 reply: `request_id` and `status_code` followed by the fields of `T`.

@@ -2,7 +2,7 @@
 //! magic-link and migrate endpoints share.
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::views::{self, UserView, session_from_row, session_to_row};
-use super::{Json, Reply, present};
+use super::{Json, Query, Reply, present};
 use crate::app::AppState;
 use crate::directory::Project;
 use crate::domain::crypto::{OpaqueToken, hash_token};

@@ -1,7 +1,7 @@
 //! `/v1/users`: the subset of Stytch's users API that sessions need.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::sessions::render;
 use super::views::{self, EmailView, UserView};
-use super::{Json, present};
+use super::{Json, PathText, present};
 use crate::app::AppState;
 use crate::directory::Project;
 use crate::domain::ids::{self, Kind};
@@ -148,7 +148,7 @@ async fn duplicate(state: &AppState, project: &Project, row: &UserRow, e: sqlx::
 async fn read(
     State(state): State<AppState>,
     Caller(project): Caller,
-    Path(user_id): Path<String>,
+    PathText(user_id): PathText,
 ) -> Result<Response> {
     let user = resolve(&state, &project, &user_id).await?;
     Ok(render(views::user(&project.id, &user)))
@@ -174,7 +174,7 @@ struct UpdateBody<'a> {
 async fn update(
     State(state): State<AppState>,
     Caller(project): Caller,
-    Path(user_id): Path<String>,
+    PathText(user_id): PathText,
     Json(req): Json<UpdateRequest>,
 ) -> Result<Response> {
     let mut user = resolve(&state, &project, &user_id).await?;
@@ -220,7 +220,7 @@ struct DeleteBody {
 async fn remove(
     State(state): State<AppState>,
     Caller(project): Caller,
-    Path(user_id): Path<String>,
+    PathText(user_id): PathText,
 ) -> Result<Response> {
     let user = resolve(&state, &project, &user_id).await?;
     if !store::users::delete(&state.db, project.id.uuid, user.user_id).await? {

@@ -113,6 +113,12 @@ async fn oversized_bodies_unknown_routes_and_methods() {
     assert_eq!(r.status, 413);
     assert_eq!(r.body["status_code"], 413);
     app.get("/v1/nothing-here").await.error(404, "not_found");
+    // A malformed path is a 400 in our shape, never plain text; a query value that is not
+    // UTF-8 is read lossily, so it names no user.
+    app.get("/v1/users/%FF%FE").await.error(400, "bad_request");
+    app.get("/v1/sessions?user_id=%FF")
+        .await
+        .error(404, "user_not_found");
     app.request(
         Method::DELETE,
         "/v1/sessions/authenticate",
