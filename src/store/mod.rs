@@ -66,11 +66,18 @@ impl Tx {
 }
 
 /// Migrations, embedded; the same names in both directories (a test checks it).
-const MIGRATIONS: &[(&str, &str, &str)] = &[(
-    "0001_init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        "0002_sessions_fillfactor",
+        include_str!("../../migrations/postgres/0002_sessions_fillfactor.sql"),
+        include_str!("../../migrations/sqlite/0002_sessions_fillfactor.sql"),
+    ),
+];
 
 impl Db {
     pub async fn connect_postgres(url: &str, max_connections: u32) -> sqlx::Result<Self> {
@@ -95,8 +102,11 @@ impl Db {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        // Each SQLite connection is a thread with its own page cache; on two cores, four
+        // readers (writes serialise on SQLite's lock anyway) keep the CPUs busy and the
+        // memory small.
         let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.clamp(1, 8))
+            .max_connections(max_connections.clamp(1, 4))
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;

@@ -132,29 +132,42 @@ pub async fn save_authentication(db: &Db, s: &SessionRow) -> sqlx::Result<bool> 
     Ok(n == 1)
 }
 
-/// Moves `last_accessed_at` forward for many sessions at once (the write-behind touch).
+/// Moves `last_accessed_at` forward for many sessions at once (the write-behind touch), in
+/// one transaction. The dialects differ here, on purpose: Postgres takes the whole batch as
+/// one array parameter (one statement text, prepared once) and may skip the WAL flush wait,
+/// since a touch is allowed to be lost in a crash; SQLite has no arrays, and in-process
+/// statements cost no round trip, so it runs one prepared single-row update per session.
 pub async fn touch(db: &Db, ids: &[Uuid], at: i64) -> sqlx::Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    // One statement per batch; the list is bound as parameters, chunked under both
-    // backends' parameter limits.
-    for chunk in ids.chunks(500) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "UPDATE sessions SET last_accessed_at = $1 WHERE last_accessed_at < $1 AND id IN ({})",
-            placeholders.join(", ")
-        );
-        with_db!(db, pool => {
-            // Only numbered placeholders are formatted into the text; values are bound.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(at);
-            for id in chunk {
-                q = q.bind(*id);
+    const ONE: &str =
+        "UPDATE sessions SET last_accessed_at = $1 WHERE id = $2 AND last_accessed_at < $1";
+    match db {
+        Db::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE sessions SET last_accessed_at = $1 WHERE id = ANY($2) AND last_accessed_at < $1")
+                .bind(at)
+                .bind(ids)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        }
+        Db::Sqlite(pool) => {
+            let mut tx = pool.begin().await?;
+            for id in ids {
+                sqlx::query(ONE)
+                    .bind(at)
+                    .bind(*id)
+                    .execute(&mut *tx)
+                    .await?;
             }
-            q.execute(pool).await?;
-        });
+            tx.commit().await
+        }
     }
-    Ok(())
 }
 
 /// Revokes one session; `false` when it is unknown, another project's or already revoked.
