@@ -1,0 +1,588 @@
+#!/usr/bin/env python3
+"""hallpass benchmark report generator (standard library only).
+
+  report.py --point FILE            one line for a measured point (run.sh prints it)
+  report.py --run DIR [--bench D]   summarise a run directory into bench/out/<run_id>.json,
+                                    print its table, and (re)write every RESULTS file from
+                                    the newest run of each kind (so cross-run comparisons,
+                                    SQLite vs Postgres and 10M vs 100k, appear in both)
+  report.py --write-all [--bench D] only the last step
+
+Which file a run writes: bench/RESULTS.md (Postgres) or bench/RESULTS-sqlite.md (SQLite) for
+the default 100k sessions; bench/RESULTS[-sqlite]-<N>.md for another --sessions (e.g. -10M);
+--quick runs write bench/out/RESULTS-quick[-sqlite].md (not committed).
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+DEFAULT_SESSIONS = 100_000
+MIB = 1024.0  # /proc reports kB (KiB)
+
+DESC = {
+    "a": "authenticate by session_token",
+    "b": "authenticate by session_token + session_duration_minutes=60",
+    "c": "authenticate by session_jwt",
+    "d": "GET /v1/sessions/jwks/{project_id}",
+    "d304": "JWKS with If-None-Match (304)",
+    "e": "POST /v1/sessions (create)",
+    "f": "GET /v1/sessions?user_id=",
+}
+ORDER = ["a", "b", "c", "d", "d304", "e", "f"]
+
+
+# ------------------------------------------------------------------------------- helpers
+def fnum(v, digits=0):
+    if v is None:
+        return "–"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def human_sessions(n):
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+OTHER_CPU_FLAG = 20.0  # % of one core used by processes outside the benchmark
+
+
+def other_cpu(res):
+    """Machine busy time not explained by the server, the load generator and Postgres:
+    other processes (a concurrent build, tests) that disturbed the point."""
+    parts = [res.get("server_cpu_pct") or 0, res.get("loadgen_cpu_pct") or 0,
+             res.get("postgres_cpu_pct") or 0]
+    if res.get("machine_busy_pct") is None:
+        return None
+    return max(0.0, round(res["machine_busy_pct"] - sum(parts), 1))
+
+
+def point_summary(doc):
+    """Flattens a measure.py document into one row."""
+    r = doc.get("result", {}) or {}
+    res = doc.get("resources", {}) or {}
+    hwm = res.get("server_hwm_kb")
+    if not res.get("server_hwm_reset") and res.get("server_rss_max_kb"):
+        hwm = res.get("server_rss_max_kb")  # VmHWM could not be reset: use sampled peak
+    row = {
+        "workload": doc.get("workload"),
+        "concurrency": doc.get("concurrency"),
+        "tool": doc.get("tool"),
+        "rate": doc.get("rate"),
+        "rps": r.get("requests_per_sec", r.get("tps")),
+        "requests": r.get("requests", r.get("transactions")),
+        "p50_ms": r.get("p50_ms"),
+        "p90_ms": r.get("p90_ms"),
+        "p99_ms": r.get("p99_ms"),
+        "p999_ms": r.get("p999_ms"),
+        "max_ms": r.get("max_ms"),
+        "latency_avg_ms": r.get("latency_avg_ms", r.get("mean_ms")),
+        "non_2xx_3xx": r.get("non_2xx_3xx", r.get("failed")),
+        "socket_errors": r.get("socket_errors"),
+        "socket_errors_detail": r.get("socket_errors_detail"),
+        "status_codes": r.get("status_codes"),
+        "aborted_at_deadline": r.get("aborted_at_deadline"),
+        "server_cpu_pct": res.get("server_cpu_pct"),
+        "loadgen_cpu_pct": res.get("loadgen_cpu_pct"),
+        "postgres_cpu_pct": res.get("postgres_cpu_pct"),
+        "machine_busy_pct": res.get("machine_busy_pct"),
+        "peak_rss_kb": hwm,
+        "other_cpu_pct": other_cpu(res),
+        "server_alive": res.get("server_alive"),
+        "rc": doc.get("rc"),
+    }
+    if doc.get("result_error"):
+        row["error"] = doc["result_error"]
+    return row
+
+
+def point_line(doc):
+    p = point_summary(doc)
+    name = p["workload"]
+    if p["tool"] == "pgbench":
+        return (
+            f"  {name}: {fnum(p['rps'])} tps, latency avg {fnum(p['latency_avg_ms'], 3)} ms, "
+            f"failed {p['non_2xx_3xx']}, postgres CPU {fnum(p['postgres_cpu_pct'])}%, "
+            f"pgbench CPU {fnum(p['loadgen_cpu_pct'])}%"
+            + (f"  [{p['error']}]" if p.get("error") else "")
+        )
+    label = f"{name} c={p['concurrency']}" + (f" @{p['rate']}/s" if p.get("rate") else "")
+    rss = p["peak_rss_kb"]
+    return (
+        f"  {label:<14} {fnum(p['rps']):>8} req/s  p50 {fnum(p['p50_ms'], 2):>6} ms  "
+        f"p99 {fnum(p['p99_ms'], 2):>7} ms  errors {p['non_2xx_3xx']}/{p['socket_errors']}  "
+        f"CPU server {fnum(p['server_cpu_pct'])}% {p['tool']} {fnum(p['loadgen_cpu_pct'])}% "
+        f"pg {fnum(p['postgres_cpu_pct'])}% other {fnum(p.get('other_cpu_pct'))}%  "
+        f"peak RSS {fnum(rss / MIB if rss else None, 1)} MiB"
+        + (f"  [{p['error']}]" if p.get("error") else "")
+    )
+
+
+def read_meta(path):
+    meta = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line or "\t" not in line:
+                continue
+            k, v = line.split("\t", 1)
+            meta[k] = v
+    for k in list(meta):
+        v = meta[k]
+        try:
+            meta[k] = int(v)
+        except ValueError:
+            try:
+                if k.endswith("_per_s"):
+                    meta[k] = float(v)
+            except ValueError:
+                pass
+    return meta
+
+
+def summarise_run(run_dir):
+    meta = read_meta(os.path.join(run_dir, "meta.tsv"))
+    points, fixed, refs, diags = [], None, {}, {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "points", "*.json"))):
+        if path.endswith(".diag.json"):
+            with open(path) as f:
+                try:
+                    diags[os.path.basename(path)[: -len(".diag.json")]] = json.load(f)
+                except ValueError:
+                    pass
+            continue
+        with open(path) as f:
+            doc = json.load(f)
+        row = point_summary(doc)
+        if row["tool"] == "pgbench":
+            refs[row["workload"]] = row
+        elif row["tool"] == "oha":
+            fixed = row
+        else:
+            points.append(row)
+    points.sort(key=lambda p: (ORDER.index(p["workload"]) if p["workload"] in ORDER else 99,
+                               p["concurrency"] or 0))
+    log_tail = []
+    log_path = os.path.join(run_dir, "server.log")
+    if os.path.exists(log_path):
+        with open(log_path, errors="replace") as f:
+            lines = [l.rstrip("\n") for l in f if l.strip() and not l.startswith("=== serve")]
+        log_tail = lines[-30:]
+    return {
+        "meta": meta,
+        "points": points,
+        "fixed_rate": fixed,
+        "references": refs,
+        "diagnostics": diags,
+        "server_log_tail": log_tail,
+    }
+
+
+# ------------------------------------------------------------------------------- analysis
+def best(run, workload):
+    vals = [p for p in run["points"] if p["workload"] == workload and p["rps"] is not None]
+    return max(vals, key=lambda p: p["rps"]) if vals else None
+
+
+def at(run, workload, conc):
+    for p in run["points"]:
+        if p["workload"] == workload and p["concurrency"] == conc:
+            return p
+    return None
+
+
+def run_kind(meta):
+    return (meta.get("backend"), int(meta.get("sessions", 0)), int(meta.get("quick", 0)))
+
+
+def results_path(bench, meta):
+    backend, sessions, quick = run_kind(meta)
+    suffix = "-sqlite" if backend == "sqlite" else ""
+    if quick:
+        extra = "" if sessions == 10_000 else f"-{human_sessions(sessions)}"
+        return os.path.join(bench, "out", f"RESULTS-quick{suffix}{extra}.md")
+    if sessions == DEFAULT_SESSIONS:
+        return os.path.join(bench, f"RESULTS{suffix}.md")
+    return os.path.join(bench, f"RESULTS{suffix}-{human_sessions(sessions)}.md")
+
+
+def load_runs(bench):
+    runs = []
+    for path in glob.glob(os.path.join(bench, "out", "*.json")):
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and "meta" in doc and "points" in doc:
+            for p in doc["points"] + ([doc["fixed_rate"]] if doc.get("fixed_rate") else []):
+                if p.get("other_cpu_pct") is None:
+                    p["other_cpu_pct"] = other_cpu(p)
+            runs.append(doc)
+    runs.sort(key=lambda r: r["meta"].get("run_id", ""))
+    return runs
+
+
+def latest(runs, backend, sessions, quick):
+    found = [r for r in runs if run_kind(r["meta"]) == (backend, sessions, quick)]
+    return found[-1] if found else None
+
+
+def verdict(value, target, higher_is_better, unit=""):
+    """('pass'|'miss'|'n/a', text)"""
+    if value is None or target is None:
+        return "n/a", "not measured"
+    if higher_is_better:
+        ok = value >= target
+        margin = (value / target - 1.0) * 100 if target else 0
+        how = f"{margin:+.0f}% vs target" if ok else f"short by {abs(margin):.0f}%"
+    else:
+        ok = value <= target
+        if ok:
+            how = f"{(1 - value / target) * 100:.0f}% under the limit"
+        else:
+            how = f"over by {(value / target - 1) * 100:.0f}%"
+    return ("pass" if ok else "miss"), how
+
+
+def dist(*points):
+    bad = [p for p in points if p and (p.get("other_cpu_pct") or 0) > OTHER_CPU_FLAG]
+    return "⚠ disturbed point(s): other processes used CPU" if bad else ""
+
+
+def revs(r1, r2):
+    a, b = r1["meta"].get("hallpass_rev"), r2["meta"].get("hallpass_rev")
+    return "" if a == b else f"⚠ different hallpass revisions ({a} vs {b})"
+
+
+def targets(run, runs):
+    m = run["meta"]
+    backend, sessions, quick = run_kind(m)
+    out = []
+    sign = m.get("openssl_sign_per_s")
+    sign = float(sign) if sign not in (None, "") else None
+    a = best(run, "a")
+
+    def add(name, value, target, higher, shown, note=""):
+        v, how = verdict(value, target, higher)
+        out.append({"target": name, "value": shown, "result": v, "margin": how, "note": note})
+
+    add("(a) ≥ 0.5 × openssl 2-core RSA-2048 sign/s",
+        (a["rps"] / sign) if a and sign else None, 0.5, True,
+        f"{fnum(a['rps'] if a else None)} req/s = {a['rps'] / sign:.2f} × {fnum(sign)} sign/s"
+        if a and sign else "–", dist(a))
+    fr = run.get("fixed_rate")
+    if fr and fr.get("p50_ms") is not None:
+        shown_rate = f"at {fnum(fr.get('rate'))} req/s (achieved {fnum(fr.get('rps'))})"
+        add("(a) p50 ≤ 1.5 ms at half of max throughput (fixed rate)", fr["p50_ms"], 1.5, False,
+            f"{fr['p50_ms']:.2f} ms {shown_rate}", dist(fr))
+        add("(a) p99 ≤ 5 ms at half of max throughput (fixed rate)", fr["p99_ms"], 5.0, False,
+            f"{fr['p99_ms']:.2f} ms {shown_rate}", dist(fr))
+    else:
+        note = m.get("fixed_rate_note", "not measured")
+        out.append({"target": "(a) p50 ≤ 1.5 ms / p99 ≤ 5 ms at half of max throughput",
+                    "value": "not measured", "result": "n/a", "margin": note, "note": ""})
+    d = best(run, "d")
+    add("(d) JWKS ≥ 30,000 req/s", d["rps"] if d else None, 30000, True,
+        f"{fnum(d['rps'])} req/s (c={d['concurrency']})" if d else "–")
+    peaks = [p["peak_rss_kb"] for p in run["points"] if p.get("peak_rss_kb")]
+    if run.get("fixed_rate") and run["fixed_rate"].get("peak_rss_kb"):
+        peaks.append(run["fixed_rate"]["peak_rss_kb"])
+    peak = max(peaks) / MIB if peaks else None
+    add("peak RSS under load ≤ 60 MiB (VmHWM)", peak, 60, False,
+        f"{peak:.1f} MiB" if peak else "–")
+    idle = m.get("idle_rss_kb")
+    idle = int(idle) / MIB if idle not in (None, "") else None
+    add("idle RSS ≤ 25 MiB (VmRSS after start)", idle, 25, False,
+        f"{idle:.1f} MiB" if idle else "–")
+    if backend == "sqlite":
+        add("start to ready ≤ 1 s on SQLite (restart, existing database)",
+            m.get("ready_ms"), 1000, False, f"{m.get('ready_ms')} ms")
+        add("start to ready ≤ 1 s on SQLite (first start: migrate + bootstrap + keys)",
+            m.get("ready_first_ms"), 1000, False, f"{m.get('ready_first_ms')} ms")
+    else:
+        out.append({"target": "start to ready ≤ 1 s (the target is for SQLite)",
+                    "value": f"{m.get('ready_ms')} ms restart, {m.get('ready_first_ms')} ms first start",
+                    "result": "info", "margin": "Postgres run; see RESULTS-sqlite.md", "note": ""})
+    # SQLite vs Postgres, same sessions and quickness.
+    sq = run if backend == "sqlite" else latest(runs, "sqlite", sessions, quick)
+    pg = run if backend == "postgres" else latest(runs, "postgres", sessions, quick)
+    sa, pa = (best(sq, "a") if sq else None), (best(pg, "a") if pg else None)
+    if sa and pa:
+        add("SQLite (a) ≥ 0.5 × Postgres (a)", sa["rps"] / pa["rps"], 0.5, True,
+            f"{fnum(sa['rps'])} / {fnum(pa['rps'])} = {sa['rps'] / pa['rps']:.2f}",
+            f"runs {sq['meta']['run_id']} and {pg['meta']['run_id']} {dist(sa, pa)} {revs(sq, pg)}")
+    else:
+        out.append({"target": "SQLite (a) ≥ 0.5 × Postgres (a)", "value": "–", "result": "n/a",
+                    "margin": "needs a " + ("Postgres" if backend == "sqlite" else "--sqlite")
+                    + f" run with {human_sessions(sessions)} sessions" + (" (--quick)" if quick else ""),
+                    "note": ""})
+    # 10M vs 100k (non-quick runs of the same backend).
+    big = run if sessions >= 10_000_000 and not quick else latest(runs, backend, 10_000_000, 0)
+    small = run if sessions == DEFAULT_SESSIONS and not quick else latest(runs, backend, DEFAULT_SESSIONS, 0)
+    if big and small:
+        for conc in (16, 64):
+            pb, ps = at(big, "a", conc), at(small, "a", conc)
+            if pb and ps and ps["p50_ms"]:
+                add(f"(a) p50 with 10M sessions ≤ 1.2 × p50 with 100k (c={conc})",
+                    pb["p50_ms"] / ps["p50_ms"], 1.2, False,
+                    f"{pb['p50_ms']:.2f} ms / {ps['p50_ms']:.2f} ms = {pb['p50_ms'] / ps['p50_ms']:.2f}",
+                    f"runs {big['meta']['run_id']} and {small['meta']['run_id']} {dist(pb, ps)} {revs(big, small)}")
+        fb, fs = big.get("fixed_rate"), small.get("fixed_rate")
+        if fb and fs and fb.get("p50_ms") and fs.get("p50_ms"):
+            out.append({
+                "target": "(info) fixed-rate (a) p50, 10M vs 100k",
+                "value": f"{fb['p50_ms']:.2f} ms at {fnum(fb.get('rate'))}/s vs "
+                         f"{fs['p50_ms']:.2f} ms at {fnum(fs.get('rate'))}/s = {fb['p50_ms'] / fs['p50_ms']:.2f}",
+                "result": "info", "margin": "rates differ (each is half that run's maximum)",
+                "note": ""})
+    else:
+        out.append({"target": "(a) p50 with 10M sessions ≤ 1.2 × p50 with 100k", "value": "–",
+                    "result": "n/a",
+                    "margin": "needs full runs with 100k and with --sessions 10000000 on " + backend,
+                    "note": ""})
+    return out
+
+
+# ------------------------------------------------------------------------------- rendering
+def table(run):
+    head = ("| workload | conc | req/s | p50 ms | p99 ms | non-2xx/3xx | socket errors "
+            "| server CPU % | load gen CPU % | Postgres CPU % | other CPU % | peak RSS MiB |")
+    lines = [head, "|" + "---|" * 12]
+    rows = list(run["points"])
+    if run.get("fixed_rate"):
+        rows.insert(sum(1 for p in rows if p["workload"] == "a"), run["fixed_rate"])
+    for p in rows:
+        w = p["workload"]
+        name = f"({w}) {DESC.get(w, w)}" if w != "d304" else f"(d) {DESC[w]}"
+        conc = str(p["concurrency"])
+        if p["tool"] == "oha":
+            name = f"(a) fixed rate {fnum(p.get('rate'))} req/s, oha, latency-corrected"
+        lines.append(
+            f"| {name} | {conc} | {fnum(p['rps'])} | {fnum(p['p50_ms'], 2)} | {fnum(p['p99_ms'], 2)} "
+            f"| {fnum(p['non_2xx_3xx'])} | {fnum(p['socket_errors'])} | {fnum(p['server_cpu_pct'])} "
+            f"| {fnum(p['loadgen_cpu_pct'])} | {fnum(p['postgres_cpu_pct'])} "
+            f"| {fnum(p.get('other_cpu_pct'))}{' ⚠' if (p.get('other_cpu_pct') or 0) > OTHER_CPU_FLAG else ''} "
+            f"| {fnum(p['peak_rss_kb'] / MIB if p.get('peak_rss_kb') else None, 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def render(run, runs):
+    m = run["meta"]
+    backend, sessions, quick = run_kind(m)
+    refs = run["references"]
+    sign = m.get("openssl_sign_per_s")
+    sign = float(sign) if sign not in (None, "") else None
+    verify = m.get("openssl_verify_per_s")
+    title = "SQLite" if backend == "sqlite" else "Postgres"
+    L = []
+    L.append(f"# hallpass benchmark — {title}, {human_sessions(sessions)} sessions"
+             + (" (--quick smoke run)" if quick else ""))
+    L.append("")
+    L.append(f"Generated by `bench/run.sh` (run `{m.get('run_id')}`, {m.get('date_utc')}). "
+             "Numbers from one machine, one run; the load generator shares the machine's two "
+             "cores with the server (and with Postgres), so read CPU columns together.")
+    L.append("")
+    L.append("## Machine and versions")
+    L.append("")
+    L.append("| | |\n|---|---|")
+    for k, label in [("nproc", "cores (nproc)"), ("cpu_model", "CPU"), ("ram", "RAM"),
+                     ("kernel", "kernel"), ("hallpass_rev", "hallpass git rev"),
+                     ("rustc", "rustc"), ("wrk", "wrk"), ("oha", "oha"), ("openssl", "openssl"),
+                     ("postgres", "Postgres server"), ("loadavg_start", "load average at start"),
+                     ("loadavg_end", "load average at end")]:
+        L.append(f"| {label} | {m.get(k, '–')} |")
+    L.append("")
+    L.append("## Command and setup")
+    L.append("")
+    L.append(f"    {m.get('command')}")
+    L.append("")
+    L.append(
+        f"- backend **{backend}**; {fnum(m.get('sessions'))} sessions for {fnum(m.get('users'))} users "
+        f"(10 per user), seeded in {fnum(int(m.get('seed_ms', 0)) / 1000, 1)} s; database size "
+        f"{m.get('db_size', '–')}; sessions after the run: {fnum(m.get('sessions_after'))}")
+    L.append(f"- wrk -t2 over loopback at concurrency {m.get('concurrency')}; each point "
+             f"{m.get('duration_s')} s after a {m.get('warmup_s')} s warm-up; every request picks a "
+             f"random seeded session/user (bench/wrk.lua); JWT pool {m.get('jwt_pool')}")
+    L.append("- server CPU = utime+stime delta of the server process / wall time (100 % = one "
+             "core; the machine has 200 %); peak RSS = VmHWM, reset before each point; other "
+             "CPU = the machine's busy time not used by the server, the load generator or "
+             f"Postgres (⚠ above {OTHER_CPU_FLAG:.0f} %: something else ran on the machine and "
+             "disturbed the point)")
+    L.append("")
+    L.append("## Start and footprint")
+    L.append("")
+    idle = m.get("idle_rss_kb")
+    L.append("| | |\n|---|---|")
+    L.append(f"| start to ready, first start (migrate, bootstrap, key generation) | {m.get('ready_first_ms')} ms |")
+    L.append(f"| start to ready, restart on the seeded database | {m.get('ready_ms')} ms |")
+    L.append(f"| idle RSS (VmRSS 2 s after ready) | {fnum(int(idle) / MIB, 1) if idle else '–'} MiB |")
+    L.append(f"| idle VmHWM | {fnum(int(m['idle_hwm_kb']) / MIB, 1) if m.get('idle_hwm_kb') else '–'} MiB |")
+    L.append(f"| RSS after the load (2 s later) | {fnum(int(m['after_load_rss_kb']) / MIB, 1) if m.get('after_load_rss_kb') else '–'} MiB |")
+    L.append(f"| threads at idle | {m.get('idle_threads', '–')} |")
+    L.append(f"| graceful shutdown (SIGTERM to exit) | {m.get('shutdown_ms', '–')} ms |")
+    L.append("")
+    L.append("## Results")
+    L.append("")
+    L.append(table(run))
+    L.append("")
+    fr = run.get("fixed_rate")
+    disturbed = [p for p in run["points"] + ([fr] if fr else [])
+                 if (p.get("other_cpu_pct") or 0) > OTHER_CPU_FLAG]
+    if disturbed:
+        L.append("**Disturbed points** (other processes used CPU during them; their numbers "
+                 "understate the server): "
+                 + ", ".join(f"({p['workload']}) c={p['concurrency']}"
+                             + (" fixed rate" if p["tool"] == "oha" else "")
+                             + f" {fnum(p['other_cpu_pct'])} %" for p in disturbed) + ".")
+        L.append("")
+    if fr:
+        L.append(f"Fixed-rate point: oha `-q {fr.get('rate')} --latency-correction -c 64`, "
+                 f"bodies: {m.get('fixed_rate_bodies', '–')}; status codes {fr.get('status_codes')}; "
+                 f"{fr.get('aborted_at_deadline') or 0} requests in flight when the duration ended "
+                 "(oha aborts them; not counted as errors).")
+    else:
+        L.append(f"Fixed-rate point: not measured ({m.get('fixed_rate_note', 'oha missing')}).")
+    L.append("")
+    L.append("## References")
+    L.append("")
+    L.append("| reference | value |\n|---|---|")
+    L.append(f"| `openssl speed -seconds 5 -multi 2 rsa2048` sign/s (2 cores) | {fnum(sign)} |")
+    L.append(f"| same, verify/s | {fnum(float(verify)) if verify not in (None, '') else '–'} |")
+    pu, ps = refs.get("pgbench-update"), refs.get("pgbench-select")
+    if pu or ps:
+        for name, r, what in [
+            ("pgbench-update", pu, "`UPDATE sessions SET last_accessed_at … WHERE token_hash = sha256(…) RETURNING …`"),
+            ("pgbench-select", ps, "`SELECT sessions ⋈ users WHERE token_hash = sha256(…)` (the lookup (a) makes)"),
+        ]:
+            if r:
+                L.append(f"| pgbench -n -M prepared -c 16 -j 2: {what} | {fnum(r['rps'])} tps, "
+                         f"avg {fnum(r['latency_avg_ms'], 3)} ms, Postgres CPU {fnum(r['postgres_cpu_pct'])} %, "
+                         f"pgbench CPU {fnum(r['loadgen_cpu_pct'])} % |")
+        if backend == "sqlite":
+            L.append("| (pgbench ran on a temporary Postgres database seeded with the same rows) | |")
+    else:
+        L.append(f"| pgbench | {m.get('pgbench_note', 'n/a')} |")
+    L.append("")
+    L.append("## Ratios")
+    L.append("")
+    L.append("Every (a), (b), (c), (e) response carries a freshly minted RS256 JWT, i.e. one "
+             "RSA-2048 signature, so openssl's 2-core sign rate is their ceiling.")
+    L.append("")
+    L.append("| ratio | value |\n|---|---|")
+    for w in ("a", "b", "c", "e"):
+        b = best(run, w)
+        if b and sign:
+            L.append(f"| ({w}) best req/s / openssl sign/s | {fnum(b['rps'])} / {fnum(sign)} = "
+                     f"**{b['rps'] / sign:.2f}** |")
+    a = best(run, "a")
+    if a and pu:
+        L.append(f"| (a) best req/s / pgbench-update tps | {fnum(a['rps'])} / {fnum(pu['rps'])} = "
+                 f"**{a['rps'] / pu['rps']:.2f}** |")
+    if a and ps:
+        L.append(f"| (a) best req/s / pgbench-select tps | {fnum(a['rps'])} / {fnum(ps['rps'])} = "
+                 f"**{a['rps'] / ps['rps']:.2f}** |")
+    other = latest(runs, "postgres" if backend == "sqlite" else "sqlite", sessions, quick)
+    if other and a and best(other, "a"):
+        oa = best(other, "a")
+        if backend == "sqlite":
+            L.append(f"| SQLite (a) / Postgres (a) | {fnum(a['rps'])} / {fnum(oa['rps'])} = **{a['rps'] / oa['rps']:.2f}** |")
+        else:
+            L.append(f"| SQLite (a) / Postgres (a) | {fnum(oa['rps'])} / {fnum(a['rps'])} = **{oa['rps'] / a['rps']:.2f}** |")
+    L.append("")
+    L.append("## Targets (reported, never asserted)")
+    L.append("")
+    L.append("| target | measured | result | margin | runs |\n|---|---|---|---|---|")
+    for t in targets(run, runs):
+        L.append(f"| {t['target']} | {t['value']} | **{t['result']}** | {t['margin']} | {t['note']} |")
+    L.append("")
+    L.append("## Errors and server log")
+    L.append("")
+    bad = [p for p in run["points"] + ([fr] if fr else [])
+           if (p.get("non_2xx_3xx") or 0) + (p.get("socket_errors") or 0) > 0 or p.get("error")]
+    if not bad:
+        L.append("No non-2xx/3xx responses and no socket errors at any point.")
+    for p in bad:
+        L.append(f"- ({p['workload']}) c={p['concurrency']} {p['tool']}: "
+                 f"{p.get('non_2xx_3xx')} non-2xx/3xx, {p.get('socket_errors')} socket errors "
+                 f"{p.get('socket_errors_detail') or ''} {p.get('error', '')}")
+        d = run["diagnostics"].get(f"{p['workload']}-c{p['concurrency']}")
+        if d:
+            L.append(f"  - diagnostic 2 s rerun: status codes {d.get('statuses')}")
+            for s in d.get("samples", []):
+                L.append(f"    - `{s[:400]}`")
+    L.append("")
+    L.append(f"Server log lines mentioning error/panic (HALLPASS_LOG=warn): "
+             f"{m.get('server_log_error_lines', 0)}.")
+    if run.get("server_log_tail"):
+        L.append("")
+        L.append("Last server log lines:")
+        L.append("")
+        L.append("```")
+        L.extend(l[:300] for l in run["server_log_tail"][-15:])
+        L.append("```")
+    L.append("")
+    return "\n".join(L)
+
+
+def write_all(bench, quiet=False):
+    runs = load_runs(bench)
+    kinds = {}
+    for r in runs:
+        kinds[run_kind(r["meta"])] = r  # runs are sorted: the newest wins
+    written = []
+    for r in kinds.values():
+        path = results_path(bench, r["meta"])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(render(r, runs))
+        written.append(path)
+    if not quiet:
+        for p in sorted(written):
+            print(f"wrote {os.path.relpath(p)}", file=sys.stderr)
+    return written
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--point")
+    ap.add_argument("--run")
+    ap.add_argument("--bench", default=os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--write-all", action="store_true")
+    args = ap.parse_args()
+    if args.point:
+        with open(args.point) as f:
+            print(point_line(json.load(f)))
+        return
+    if args.run:
+        run = summarise_run(args.run)
+        path = os.path.join(args.bench, "out", run["meta"]["run_id"] + ".json")
+        with open(path, "w") as f:
+            json.dump(run, f, indent=1)
+        runs = load_runs(args.bench)
+        print()
+        print(table(run))
+        print()
+        for t in targets(run, runs):
+            print(f"  [{t['result']:>4}] {t['target']}: {t['value']} ({t['margin']})")
+        print()
+        write_all(args.bench)
+        print(f"run data: {os.path.relpath(path)}; raw: {os.path.relpath(args.run)}/", file=sys.stderr)
+        print(f"report:   {os.path.relpath(results_path(args.bench, run['meta']))}", file=sys.stderr)
+        return
+    if args.write_all:
+        write_all(args.bench)
+        return
+    ap.error("one of --point, --run, --write-all")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+-- Requests for the hallpass benchmark, for wrk 4.x (LuaJIT). Configured by environment:
+--   BENCH_MODE      token | token_duration | jwt | jwks | jwks_304 | create | list
+--   BENCH_SESSIONS  number of seeded sessions (tokens bench-token-0 .. N-1)
+--   BENCH_USERS     number of seeded users (ids user-test-beec0000-0000-4000-8000-%012x)
+--   BENCH_AUTH      the whole Authorization header value ("Basic …")
+--   BENCH_PROJECT   project_id (for the JWKS path)
+--   BENCH_ETAG      the JWKS ETag (jwks_304)
+--   BENCH_JWTS      file with one session JWT per line (jwt)
+--   BENCH_OUT       where done() writes its JSON summary
+--   BENCH_DIAG      when set, count status codes and keep a few error bodies (slower)
+-- Each request picks a random seeded session or user.
+
+local mode = os.getenv("BENCH_MODE") or "token"
+local sessions = tonumber(os.getenv("BENCH_SESSIONS") or "1000")
+local users = tonumber(os.getenv("BENCH_USERS") or "100")
+local auth = os.getenv("BENCH_AUTH")
+local project = os.getenv("BENCH_PROJECT") or ""
+local etag = os.getenv("BENCH_ETAG")
+local jwt_file = os.getenv("BENCH_JWTS")
+local out = os.getenv("BENCH_OUT")
+local diag = os.getenv("BENCH_DIAG")
+
+local random = math.random
+local format = string.format
+
+local function user_id(j)
+  return format("user-test-beec0000-0000-4000-8000-%012x", j)
+end
+
+local function json_string(s)
+  s = tostring(s)
+  s = s:gsub('[%c"\\]', function(c)
+    if c == '"' then return '\\"' end
+    if c == "\\" then return "\\\\" end
+    return format("\\u%04x", c:byte())
+  end)
+  return '"' .. s .. '"'
+end
+
+-- Static requests (built once per thread by wrk); dynamic ones define request() below.
+if mode == "jwks" or mode == "jwks_304" then
+  wrk.method = "GET"
+  wrk.path = "/v1/sessions/jwks/" .. project
+  wrk.headers = {}
+  if mode == "jwks_304" then
+    wrk.headers["If-None-Match"] = etag
+  end
+else
+  wrk.headers["Content-Type"] = "application/json"
+  if auth then
+    wrk.headers["Authorization"] = auth
+  end
+end
+
+local jwts = {}
+local njwts = 0
+
+local threads = {}
+local counter = 0
+
+function setup(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  math.randomseed(os.time() * 1000 + (tid or 0) * 7919 + math.floor(os.clock() * 1e6))
+  -- Discard the first values (LuaJIT's generator is fine, this only decorrelates threads).
+  for _ = 1, 10 do random() end
+  if mode == "jwt" then
+    local f = assert(io.open(jwt_file, "r"), "cannot open BENCH_JWTS")
+    for line in f:lines() do
+      if #line > 0 then
+        njwts = njwts + 1
+        jwts[njwts] = line
+      end
+    end
+    f:close()
+    assert(njwts > 0, "no JWTs in " .. jwt_file)
+  end
+  statuses = {}
+  samples = {}
+  nsamples = 0
+end
+
+if mode == "token" then
+  request = function()
+    return wrk.format("POST", "/v1/sessions/authenticate", nil,
+      '{"session_token":"bench-token-' .. random(0, sessions - 1) .. '"}')
+  end
+elseif mode == "token_duration" then
+  request = function()
+    return wrk.format("POST", "/v1/sessions/authenticate", nil,
+      '{"session_token":"bench-token-' .. random(0, sessions - 1) ..
+      '","session_duration_minutes":60}')
+  end
+elseif mode == "jwt" then
+  request = function()
+    return wrk.format("POST", "/v1/sessions/authenticate", nil,
+      '{"session_jwt":"' .. jwts[random(1, njwts)] .. '"}')
+  end
+elseif mode == "create" then
+  request = function()
+    return wrk.format("POST", "/v1/sessions", nil,
+      '{"user_id":"' .. user_id(random(0, users - 1)) ..
+      '","session_duration_minutes":60,"authentication_factors":' ..
+      '[{"type":"password","delivery_method":"knowledge"}]}')
+  end
+elseif mode == "list" then
+  request = function()
+    return wrk.format("GET", "/v1/sessions?user_id=" .. user_id(random(0, users - 1)), nil, nil)
+  end
+end
+
+if diag then
+  response = function(status, headers, body)
+    local key = tostring(status)
+    statuses[key] = (statuses[key] or 0) + 1
+    if status >= 400 and nsamples < 3 then
+      nsamples = nsamples + 1
+      local rid = headers["X-Request-Id"] or headers["x-request-id"] or ""
+      samples[nsamples] = key .. " " .. rid .. " " .. string.sub(body or "", 1, 600)
+    end
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local parts = {
+    '"mode":' .. json_string(mode),
+    '"duration_us":' .. summary.duration,
+    '"requests":' .. summary.requests,
+    '"bytes":' .. summary.bytes,
+    '"errors_connect":' .. e.connect,
+    '"errors_read":' .. e.read,
+    '"errors_write":' .. e.write,
+    '"errors_status":' .. e.status,
+    '"errors_timeout":' .. e.timeout,
+    '"latency_mean_us":' .. format("%.1f", latency.mean),
+    '"latency_max_us":' .. latency.max,
+    '"p50_us":' .. latency:percentile(50),
+    '"p90_us":' .. latency:percentile(90),
+    '"p99_us":' .. latency:percentile(99),
+    '"p999_us":' .. latency:percentile(99.9),
+  }
+  if diag then
+    local counts, texts = {}, {}
+    for _, t in ipairs(threads) do
+      for k, v in pairs(t:get("statuses") or {}) do
+        counts[k] = (counts[k] or 0) + v
+      end
+      for _, s in ipairs(t:get("samples") or {}) do
+        table.insert(texts, json_string(s))
+      end
+    end
+    local c = {}
+    for k, v in pairs(counts) do
+      table.insert(c, json_string(k) .. ":" .. v)
+    end
+    table.insert(parts, '"statuses":{' .. table.concat(c, ",") .. "}")
+    table.insert(parts, '"samples":[' .. table.concat(texts, ",") .. "]")
+  end
+  local text = "{" .. table.concat(parts, ",") .. "}\n"
+  if out then
+    local f = assert(io.open(out, "w"))
+    f:write(text)
+    f:close()
+  else
+    io.write(text)
+  end
+end
