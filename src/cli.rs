@@ -181,8 +181,10 @@ fn is_transient(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
 }
 
-/// The operator's master keys; with SQLite and none configured, one kept beside the file.
-pub fn master_keys(config: &Config) -> Result<MasterKeys, Fatal> {
+/// The operator's master keys; with SQLite and none configured, one kept beside the file
+/// (generated only while the database holds no sealed key: a missing key file beside keys
+/// it sealed is an error, not a reason to start over).
+pub async fn master_keys(config: &Config, db: &Db) -> Result<MasterKeys, Fatal> {
     let configured = config.security.master_key.expose().trim();
     if !configured.is_empty() {
         return MasterKeys::parse(configured).map_err(|e| Fatal(e.to_string()));
@@ -200,6 +202,17 @@ pub fn master_keys(config: &Config) -> Result<MasterKeys, Fatal> {
                     .map_err(|e| Fatal(format!("{}: {e}", path.display())))?;
                 return MasterKeys::parse(text.trim())
                     .map_err(|e| Fatal(format!("{}: {e}", path.display())));
+            }
+            let mut sealed = 0;
+            for p in store::projects::list(db).await? {
+                sealed += store::keys::of_project(db, p.id).await?.len();
+            }
+            if sealed > 0 {
+                return Err(Fatal(format!(
+                    "{} is missing, but the database holds {sealed} signing key(s) sealed under a master \
+                     key: restore that file, or set HALLPASS_MASTER_KEY to the key they were sealed under",
+                    path.display()
+                )));
             }
             let key = MasterKeys::generate_encoded();
             write_private_file(&path, &key)?;
@@ -239,7 +252,7 @@ fn write_private_file(path: &Path, contents: &str) -> Result<(), Fatal> {
 async fn serve(config: Config) -> Result<(), Fatal> {
     let started = std::time::Instant::now();
     let db = connect(&config).await?;
-    let master = master_keys(&config)?;
+    let master = master_keys(&config, &db).await?;
     let settings = Settings::from_config(&config);
     let clock = Clock::system();
     let now = clock.now();
@@ -364,7 +377,7 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
     let now = Clock::system().now();
     match cmd {
         ProjectCommand::Create { name, env, json } => {
-            let master = master_keys(&config)?;
+            let master = master_keys(&config, &db).await?;
             let env: Env = env.parse().map_err(Fatal)?;
             let schedule = Settings::from_config(&config).schedule;
             let creds = admin::create_project(&db, &master, &schedule, &name, env, now).await?;
@@ -480,7 +493,7 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
 
 async fn keys(config: Config, cmd: KeysCommand) -> Result<(), Fatal> {
     let db = connect(&config).await?;
-    let master = master_keys(&config)?;
+    let master = master_keys(&config, &db).await?;
     let schedule = Settings::from_config(&config).schedule;
     let now = Clock::system().now();
     match cmd {

@@ -324,3 +324,52 @@ async fn configuration_errors_name_what_is_wrong() {
     );
     let _ = json!({});
 }
+
+#[tokio::test]
+async fn sqlite_keeps_its_generated_master_key_and_refuses_to_lose_it() {
+    let dir = TempDir(std::env::temp_dir().join(format!("hallpass-mk-{}", uuid::Uuid::new_v4())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let db = dir.0.join("data").join("hallpass.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hallpass"))
+            .args(args)
+            .env_clear()
+            .env("HALLPASS_DATABASE_URL", &db)
+            .env("HALLPASS_LOG", "warn")
+            .current_dir(&dir.0)
+            .output()
+            .unwrap()
+    };
+    let first = run(&["project", "create", "--name", "a"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("generated one beside the SQLite database")
+    );
+    let key_file = db.parent().unwrap().join("hallpass.master-key");
+    assert!(key_file.exists(), "written beside the database file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // The same key is used again, not a new one.
+    assert!(run(&["project", "create", "--name", "b"]).status.success());
+    // Losing it is an error that says what to restore, not a silent fresh key.
+    std::fs::remove_file(&key_file).unwrap();
+    let lost = run(&["project", "create", "--name", "c"]);
+    assert!(!lost.status.success());
+    assert!(
+        String::from_utf8_lossy(&lost.stderr).contains("is missing"),
+        "{}",
+        String::from_utf8_lossy(&lost.stderr)
+    );
+    assert!(!key_file.exists());
+}
