@@ -289,6 +289,14 @@ impl TestApp {
             .await
     }
 
+    pub async fn authenticate(&self, body: Value) -> Response {
+        self.post("/v1/sessions/authenticate", body).await
+    }
+
+    pub async fn revoke(&self, body: Value) -> Response {
+        self.post("/v1/sessions/revoke", body).await
+    }
+
     pub async fn post_as(&self, creds: &Credentials, path: &str, body: Value) -> Response {
         self.request(Method::POST, path, Some(&body), Some(creds), &[])
             .await

@@ -70,12 +70,9 @@ async fn nothing_of_one_project_is_visible_to_another() {
             .all(|k| k["kid"] != a_kid)
     );
     // A still sees its session.
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": s["session_token"]}),
-    )
-    .await
-    .ok();
+    app.authenticate(json!({"session_token": s["session_token"]}))
+        .await
+        .ok();
     // A live project's ids are not a test project's.
     let live = app.other_project(Env::Live).await;
     app.post_as(

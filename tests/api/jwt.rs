@@ -101,10 +101,7 @@ async fn header_and_claims_follow_the_contract_and_verify_against_the_jwks() {
     let short = app.session(5).await;
     app.advance(200);
     let r = app
-        .post(
-            "/v1/sessions/authenticate",
-            json!({"session_token": short["session_token"]}),
-        )
+        .authenticate(json!({"session_token": short["session_token"]}))
         .await;
     let (_, c) = decode_jwt(r.ok()["session_jwt"].as_str().unwrap());
     assert_eq!(c["exp"], START + 300, "min(iat + 300, session expiry)");
@@ -147,9 +144,7 @@ async fn authenticate_by_jwt_and_refresh_an_expired_one() {
     let s = app.session(60).await;
     let jwt = s["session_jwt"].as_str().unwrap();
     app.advance(30);
-    let r = app
-        .post("/v1/sessions/authenticate", json!({"session_jwt": jwt}))
-        .await;
+    let r = app.authenticate(json!({"session_jwt": jwt})).await;
     let b = r.ok();
     assert_eq!(
         b["session_token"], "",
@@ -161,10 +156,7 @@ async fn authenticate_by_jwt_and_refresh_an_expired_one() {
     // Ten minutes on, the JWT has expired; its session has not: a new JWT comes back.
     app.advance(600);
     let r = app
-        .post(
-            "/v1/sessions/authenticate",
-            json!({"session_jwt": jwt, "session_duration_minutes": 30}),
-        )
+        .authenticate(json!({"session_jwt": jwt, "session_duration_minutes": 30}))
         .await;
     let fresh = r.ok()["session_jwt"].as_str().unwrap();
     let (_, c) = decode_jwt(fresh);
@@ -180,10 +172,7 @@ async fn authenticate_by_jwt_and_refresh_an_expired_one() {
     claims["https://stytch.com/session"]["id"] =
         json!("session-test-00000000-0000-0000-0000-000000000000");
     parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_jwt": parts.join(".")}),
-    )
-    .await
-    .error(401, "unable_to_parse_session_jwt");
+    app.authenticate(json!({"session_jwt": parts.join(".")}))
+        .await
+        .error(401, "unable_to_parse_session_jwt");
 }

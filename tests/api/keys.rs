@@ -79,10 +79,7 @@ async fn rotation_moves_signing_to_the_waiting_key_and_old_jwts_keep_working() {
     );
     // The old JWT (now expired) still authenticates and is refreshed with the new key.
     let r = app
-        .post(
-            "/v1/sessions/authenticate",
-            json!({"session_jwt": before["session_jwt"]}),
-        )
+        .authenticate(json!({"session_jwt": before["session_jwt"]}))
         .await;
     assert_eq!(kid_of(&r.ok()["session_jwt"]), new_kid);
     let jwks_after = app.get_anonymous("/jwks", &[]).await;
@@ -117,18 +114,12 @@ async fn a_revoked_kid_is_refused_and_leaves_the_jwks_at_once() {
     .unwrap();
     assert_eq!(state.as_str(), "current");
     app.maintain().await;
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_jwt": s["session_jwt"]}),
-    )
-    .await
-    .error(401, "unable_to_parse_session_jwt");
-    app.post(
-        "/v1/sessions/revoke",
-        json!({"session_jwt": s["session_jwt"]}),
-    )
-    .await
-    .error(401, "unable_to_parse_session_jwt");
+    app.authenticate(json!({"session_jwt": s["session_jwt"]}))
+        .await
+        .error(401, "unable_to_parse_session_jwt");
+    app.revoke(json!({"session_jwt": s["session_jwt"]}))
+        .await
+        .error(401, "unable_to_parse_session_jwt");
     let jwks = app.get_anonymous("/jwks", &[]).await;
     assert!(
         jwks.ok()["keys"]
@@ -139,10 +130,7 @@ async fn a_revoked_kid_is_refused_and_leaves_the_jwks_at_once() {
     );
     // The session itself is fine, and is served with the promoted key.
     let r = app
-        .post(
-            "/v1/sessions/authenticate",
-            json!({"session_token": s["session_token"]}),
-        )
+        .authenticate(json!({"session_token": s["session_token"]}))
         .await;
     assert_ne!(kid_of(&r.ok()["session_jwt"]), kid);
     let again = keyring::revoke(

@@ -29,12 +29,9 @@ async fn create_and_authenticate_to_start_a_session() {
         method_id
     );
     assert_eq!(b["user"]["user_id"], user.as_str());
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": b["session_token"]}),
-    )
-    .await
-    .ok();
+    app.authenticate(json!({"session_token": b["session_token"]}))
+        .await
+        .ok();
 
     // Single use.
     app.post(

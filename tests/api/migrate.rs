@@ -78,18 +78,12 @@ async fn migrate_starts_a_session_for_the_matching_user() {
     assert_eq!(factor["type"], "imported");
     assert_eq!(factor["delivery_method"], "imported_auth0");
     assert_eq!(b["session"]["custom_claims"], json!({"from": "auth0"}));
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": b["session_token"]}),
-    )
-    .await
-    .ok();
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_jwt": b["session_jwt"]}),
-    )
-    .await
-    .ok();
+    app.authenticate(json!({"session_token": b["session_token"]}))
+        .await
+        .ok();
+    app.authenticate(json!({"session_jwt": b["session_jwt"]}))
+        .await
+        .ok();
 
     let r = app
         .post("/v1/sessions/migrate", json!({"session_token": "good"}))

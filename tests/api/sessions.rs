@@ -30,9 +30,7 @@ async fn create_then_authenticate_by_token() {
     assert_eq!(s["user"]["user_id"], session["user_id"]);
 
     app.advance(120);
-    let r = app
-        .post("/v1/sessions/authenticate", json!({"session_token": token}))
-        .await;
+    let r = app.authenticate(json!({"session_token": token})).await;
     let b = r.ok();
     assert_eq!(
         b["session_token"],
@@ -52,21 +50,14 @@ async fn create_then_authenticate_by_token() {
     // With a duration the expiry is now + N, never added to the old one.
     app.advance(60);
     let r = app
-        .post(
-            "/v1/sessions/authenticate",
-            json!({"session_token": token, "session_duration_minutes": 10}),
-        )
+        .authenticate(json!({"session_token": token, "session_duration_minutes": 10}))
         .await;
     assert_eq!(r.ok()["session"]["expires_at"], rfc3339(START + 180 + 600));
     // The touch written behind is visible to the next read at once.
     app.advance(5);
-    app.post("/v1/sessions/authenticate", json!({"session_token": token}))
-        .await
-        .ok();
+    app.authenticate(json!({"session_token": token})).await.ok();
     app.maintain().await;
-    let r = app
-        .post("/v1/sessions/authenticate", json!({"session_token": token}))
-        .await;
+    let r = app.authenticate(json!({"session_token": token})).await;
     assert_eq!(r.ok()["session"]["last_accessed_at"], rfc3339(START + 185));
 }
 
@@ -84,10 +75,7 @@ async fn duration_bounds() {
         (-1, false),
     ] {
         let r = app
-            .post(
-                "/v1/sessions/authenticate",
-                json!({"session_token": token, "session_duration_minutes": minutes}),
-            )
+            .authenticate(json!({"session_token": token, "session_duration_minutes": minutes}))
             .await;
         if ok {
             assert_eq!(
@@ -107,12 +95,9 @@ async fn duration_bounds() {
         .await
         .error(400, "invalid_session_duration_minutes");
     }
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": token, "session_duration_minutes": "ten"}),
-    )
-    .await
-    .error(400, "bad_request");
+    app.authenticate(json!({"session_token": token, "session_duration_minutes": "ten"}))
+        .await
+        .error(400, "bad_request");
 }
 
 #[tokio::test]
@@ -121,10 +106,7 @@ async fn custom_claims_merge() {
     let s = app.session(60).await;
     let token = s["session_token"].as_str().unwrap();
     let auth = |claims: Value| {
-        app.post(
-            "/v1/sessions/authenticate",
-            json!({"session_token": token, "session_custom_claims": claims}),
-        )
+        app.authenticate(json!({"session_token": token, "session_custom_claims": claims}))
     };
 
     let r = auth(json!({"tier": "gold", "org": {"id": 1, "name": "acme"}})).await;
@@ -158,9 +140,7 @@ async fn custom_claims_merge() {
     auth(json!({"blob": "x".repeat(4100)}))
         .await
         .error(400, "custom_claims_too_large");
-    let r = app
-        .post("/v1/sessions/authenticate", json!({"session_token": token}))
-        .await;
+    let r = app.authenticate(json!({"session_token": token})).await;
     assert_eq!(
         r.ok()["session"]["custom_claims"],
         json!({"org": {"id": 1, "size": 10}})
@@ -190,34 +170,22 @@ async fn custom_claims_merge() {
 async fn authenticate_argument_errors() {
     let app = TestApp::new().await;
     let s = app.session(60).await;
-    app.post("/v1/sessions/authenticate", json!({}))
+    app.authenticate(json!({}))
         .await
         .error(400, "no_session_arguments");
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": "", "session_jwt": ""}),
-    )
-    .await
-    .error(400, "no_session_arguments");
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": s["session_token"], "session_jwt": s["session_jwt"]}),
-    )
-    .await
-    .error(400, "too_many_session_arguments");
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": "unknown-token"}),
-    )
-    .await
-    .error(404, "session_not_found");
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_jwt": "not.a.jwt"}),
-    )
-    .await
-    .error(401, "unable_to_parse_session_jwt");
-    app.post("/v1/sessions/authenticate", json!({"session_token": 12}))
+    app.authenticate(json!({"session_token": "", "session_jwt": ""}))
+        .await
+        .error(400, "no_session_arguments");
+    app.authenticate(json!({"session_token": s["session_token"], "session_jwt": s["session_jwt"]}))
+        .await
+        .error(400, "too_many_session_arguments");
+    app.authenticate(json!({"session_token": "unknown-token"}))
+        .await
+        .error(404, "session_not_found");
+    app.authenticate(json!({"session_jwt": "not.a.jwt"}))
+        .await
+        .error(401, "unable_to_parse_session_jwt");
+    app.authenticate(json!({"session_token": 12}))
         .await
         .error(400, "bad_request");
 }
@@ -289,12 +257,9 @@ async fn list_sessions_of_a_user() {
     let second = app.session_for(&user, 60).await;
     app.advance(10);
     let third = app.session_for(&user, 5).await;
-    app.post(
-        "/v1/sessions/revoke",
-        json!({"session_id": first["session"]["session_id"]}),
-    )
-    .await
-    .ok();
+    app.revoke(json!({"session_id": first["session"]["session_id"]}))
+        .await
+        .ok();
     let r = app
         .get(&format!("/v1/sessions?user_id={user}&project_id=ignored"))
         .await;
@@ -332,72 +297,45 @@ async fn revoke_by_each_selector() {
     let by_token = app.session(60).await;
     let by_jwt = app.session(60).await;
 
-    app.post(
-        "/v1/sessions/revoke",
-        json!({"session_id": by_id["session"]["session_id"]}),
-    )
-    .await
-    .ok();
-    app.post(
-        "/v1/sessions/revoke",
-        json!({"session_token": by_token["session_token"]}),
-    )
-    .await
-    .ok();
+    app.revoke(json!({"session_id": by_id["session"]["session_id"]}))
+        .await
+        .ok();
+    app.revoke(json!({"session_token": by_token["session_token"]}))
+        .await
+        .ok();
     // An expired JWT with a valid signature still revokes its session.
     app.advance(600);
-    app.post(
-        "/v1/sessions/revoke",
-        json!({"session_jwt": by_jwt["session_jwt"]}),
-    )
-    .await
-    .ok();
+    app.revoke(json!({"session_jwt": by_jwt["session_jwt"]}))
+        .await
+        .ok();
 
     for s in [&by_id, &by_token, &by_jwt] {
-        app.post(
-            "/v1/sessions/authenticate",
-            json!({"session_token": s["session_token"]}),
-        )
-        .await
-        .error(404, "session_not_found");
-        app.post(
-            "/v1/sessions/authenticate",
-            json!({"session_jwt": s["session_jwt"]}),
-        )
-        .await
-        .error(404, "session_not_found");
+        app.authenticate(json!({"session_token": s["session_token"]}))
+            .await
+            .error(404, "session_not_found");
+        app.authenticate(json!({"session_jwt": s["session_jwt"]}))
+            .await
+            .error(404, "session_not_found");
     }
-    app.post(
-        "/v1/sessions/revoke",
-        json!({"session_id": by_id["session"]["session_id"]}),
-    )
-    .await
-    .error(404, "session_not_found");
-    app.post("/v1/sessions/revoke", json!({"session_token": "nope"}))
+    app.revoke(json!({"session_id": by_id["session"]["session_id"]}))
         .await
         .error(404, "session_not_found");
-    app.post(
-        "/v1/sessions/revoke",
-        json!({"session_id": "session-test-nonsense"}),
-    )
-    .await
-    .error(400, "invalid_session_id");
-    app.post(
-        "/v1/sessions/revoke",
-        json!({"session_id": "session-test-00000000-0000-0000-0000-000000000000"}),
-    )
-    .await
-    .error(404, "session_not_found");
-    app.post("/v1/sessions/revoke", json!({}))
+    app.revoke(json!({"session_token": "nope"}))
+        .await
+        .error(404, "session_not_found");
+    app.revoke(json!({"session_id": "session-test-nonsense"}))
+        .await
+        .error(400, "invalid_session_id");
+    app.revoke(json!({"session_id": "session-test-00000000-0000-0000-0000-000000000000"}))
+        .await
+        .error(404, "session_not_found");
+    app.revoke(json!({}))
         .await
         .error(400, "no_session_revoke_arguments");
-    app.post(
-        "/v1/sessions/revoke",
-        json!({"session_id": by_id["session"]["session_id"], "session_token": "x"}),
-    )
-    .await
-    .error(400, "too_many_session_revoke_arguments");
-    app.post("/v1/sessions/revoke", json!({"session_jwt": "bad"}))
+    app.revoke(json!({"session_id": by_id["session"]["session_id"], "session_token": "x"}))
+        .await
+        .error(400, "too_many_session_revoke_arguments");
+    app.revoke(json!({"session_jwt": "bad"}))
         .await
         .error(401, "unable_to_parse_session_jwt");
 }
@@ -409,9 +347,7 @@ async fn revoke_every_session_of_a_user() {
     let a = app.session_for(&user, 60).await;
     let b = app.session_for(&user, 60).await;
     let other = app.session(60).await;
-    let r = app
-        .post("/v1/sessions/revoke", json!({"user_id": user}))
-        .await;
+    let r = app.revoke(json!({"user_id": user})).await;
     let mut ids: Vec<String> = r.ok()["revoked_session_ids"]
         .as_array()
         .unwrap()
@@ -425,19 +361,13 @@ async fn revoke_every_session_of_a_user() {
     ];
     want.sort();
     assert_eq!(ids, want);
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": a["session_token"]}),
-    )
-    .await
-    .error(404, "session_not_found");
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": other["session_token"]}),
-    )
-    .await
-    .ok();
-    app.post("/v1/sessions/revoke", json!({"user_id": "nobody"}))
+    app.authenticate(json!({"session_token": a["session_token"]}))
+        .await
+        .error(404, "session_not_found");
+    app.authenticate(json!({"session_token": other["session_token"]}))
+        .await
+        .ok();
+    app.revoke(json!({"user_id": "nobody"}))
         .await
         .error(404, "user_not_found");
 }
@@ -466,10 +396,7 @@ async fn idle_timeout_and_absolute_lifetime() {
     for _ in 0..5 {
         app.advance(9 * 60);
         let r = app
-            .post(
-                "/v1/sessions/authenticate",
-                json!({"session_token": token, "session_duration_minutes": 600}),
-            )
+            .authenticate(json!({"session_token": token, "session_duration_minutes": 600}))
             .await;
         assert_eq!(
             r.ok()["session"]["expires_at"],
@@ -479,7 +406,7 @@ async fn idle_timeout_and_absolute_lifetime() {
     }
     // …but not past the absolute lifetime.
     app.advance(15 * 60);
-    app.post("/v1/sessions/authenticate", json!({"session_token": token}))
+    app.authenticate(json!({"session_token": token}))
         .await
         .error(404, "session_not_found");
 
@@ -488,24 +415,17 @@ async fn idle_timeout_and_absolute_lifetime() {
     let s = app.session(60).await;
     let token = s["session_token"].as_str().unwrap();
     app.advance(9 * 60);
-    app.post("/v1/sessions/authenticate", json!({"session_token": token}))
-        .await
-        .ok();
+    app.authenticate(json!({"session_token": token})).await.ok();
     app.advance(9 * 60);
-    app.post("/v1/sessions/authenticate", json!({"session_token": token}))
-        .await
-        .ok();
+    app.authenticate(json!({"session_token": token})).await.ok();
     app.maintain().await;
     app.advance(10 * 60);
-    app.post("/v1/sessions/authenticate", json!({"session_token": token}))
+    app.authenticate(json!({"session_token": token}))
         .await
         .error(404, "session_not_found");
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_jwt": s["session_jwt"]}),
-    )
-    .await
-    .error(404, "session_not_found");
+    app.authenticate(json!({"session_jwt": s["session_jwt"]}))
+        .await
+        .error(404, "session_not_found");
 }
 
 #[tokio::test]
@@ -513,17 +433,11 @@ async fn an_expired_session_is_not_found() {
     let app = TestApp::new().await;
     let s = app.session(5).await;
     app.advance(5 * 60 - 1);
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": s["session_token"]}),
-    )
-    .await
-    .ok();
+    app.authenticate(json!({"session_token": s["session_token"]}))
+        .await
+        .ok();
     app.advance(1);
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": s["session_token"]}),
-    )
-    .await
-    .error(404, "session_not_found");
+    app.authenticate(json!({"session_token": s["session_token"]}))
+        .await
+        .error(404, "session_not_found");
 }

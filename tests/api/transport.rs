@@ -109,7 +109,7 @@ async fn malformed_input_gets_json_400s_that_name_the_field() {
 async fn oversized_bodies_unknown_routes_and_methods() {
     let app = TestApp::new().await;
     let big = json!({"session_token": "x".repeat(70 * 1024)});
-    let r = app.post("/v1/sessions/authenticate", big).await;
+    let r = app.authenticate(big).await;
     assert_eq!(r.status, 413);
     assert_eq!(r.body["status_code"], 413);
     app.get("/v1/nothing-here").await.error(404, "not_found");
@@ -147,12 +147,9 @@ async fn health_and_readiness() {
 async fn metrics_count_without_revealing_anything() {
     let app = TestApp::new().await;
     let s = app.session(60).await;
-    app.post(
-        "/v1/sessions/authenticate",
-        json!({"session_token": "nope"}),
-    )
-    .await
-    .error(404, "session_not_found");
+    app.authenticate(json!({"session_token": "nope"}))
+        .await
+        .error(404, "session_not_found");
     let res = tower::ServiceExt::oneshot(
         app.router.clone(),
         Request::get("/metrics").body(Body::empty()).unwrap(),

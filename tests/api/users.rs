@@ -80,7 +80,7 @@ async fn create_get_update_delete() {
         .await
         .error(404, "user_not_found");
     // Deleting a user ends its sessions.
-    app.post("/v1/sessions/authenticate", json!({"session_token": token}))
+    app.authenticate(json!({"session_token": token}))
         .await
         .error(404, "session_not_found");
     app.delete(&format!("/v1/users/{user_id}"))
