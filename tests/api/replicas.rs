@@ -302,16 +302,19 @@ async fn replicas_rotate_together_and_no_cached_verifier_meets_an_unknown_kid() 
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Exactly one new key per rotation step: every key ever created is in the table (retired
-    // keys are kept an hour here), one current and one waiting.
+    // keys are kept an hour here): one current, at most one waiting, the rest retired.
     let db = hallpass::store::Db::connect_postgres(&db_url, 2)
         .await
         .unwrap();
     let rows: Vec<(String,)> = hallpass::with_db!(&db, p => sqlx::query_as("SELECT state FROM signing_keys").fetch_all(p).await.unwrap());
     let count = |s: &str| rows.iter().filter(|(x,)| x == s).count();
     assert_eq!(count("current"), 1);
-    assert_eq!(count("next"), 1);
+    // A replica stopped between a promotion and publishing the next waiting key leaves none
+    // (the next start publishes it); never two.
+    let waiting = count("next");
+    assert!(waiting <= 1, "{rows:?}");
     let retired = count("retired");
-    assert_eq!(rows.len(), retired + 2, "{rows:?}");
+    assert_eq!(rows.len(), retired + 1 + waiting, "{rows:?}");
     // Every key that has signed is current or retired; keys created = rotations + 2.
     assert!(
         retired + 1 >= order.len(),
