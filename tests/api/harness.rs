@@ -289,6 +289,14 @@ impl TestApp {
             .await
     }
 
+    /// An embeddable magic-link token for `user_id`.
+    pub async fn magic_link(&self, user_id: &str) -> Value {
+        self.post("/v1/magic_links", serde_json::json!({ "user_id": user_id }))
+            .await
+            .ok()["token"]
+            .clone()
+    }
+
     pub async fn authenticate(&self, body: Value) -> Response {
         self.post("/v1/sessions/authenticate", body).await
     }

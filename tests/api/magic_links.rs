@@ -52,11 +52,7 @@ async fn create_and_authenticate_to_start_a_session() {
 async fn without_a_duration_no_session_starts() {
     let app = TestApp::new().await;
     let user = app.user("nosession@example.com").await;
-    let token = app
-        .post("/v1/magic_links", json!({"user_id": user}))
-        .await
-        .ok()["token"]
-        .clone();
+    let token = app.magic_link(&user).await;
     let r = app
         .post("/v1/magic_links/authenticate", json!({"token": token}))
         .await;
@@ -71,11 +67,7 @@ async fn without_a_duration_no_session_starts() {
 async fn expiry_and_bounds() {
     let app = TestApp::new().await;
     let user = app.user("exp@example.com").await;
-    let token = app
-        .post("/v1/magic_links", json!({"user_id": user}))
-        .await
-        .ok()["token"]
-        .clone();
+    let token = app.magic_link(&user).await;
     app.advance(5 * 60);
     app.post("/v1/magic_links/authenticate", json!({"token": token}))
         .await
@@ -114,11 +106,7 @@ async fn adds_a_factor_to_an_existing_session() {
     let app = TestApp::new().await;
     let user = app.user("stepup@example.com").await;
     let s = app.session_for(&user, 60).await;
-    let token = app
-        .post("/v1/magic_links", json!({"user_id": user}))
-        .await
-        .ok()["token"]
-        .clone();
+    let token = app.magic_link(&user).await;
     let r = app
         .post("/v1/magic_links/authenticate", json!({"token": token, "session_token": s["session_token"], "session_custom_claims": {"stepped": true}}))
         .await;
@@ -136,22 +124,14 @@ async fn adds_a_factor_to_an_existing_session() {
 
     // Another user's link cannot step up this session, and the session must be live.
     let stranger = app.user("stranger@example.com").await;
-    let t2 = app
-        .post("/v1/magic_links", json!({"user_id": stranger}))
-        .await
-        .ok()["token"]
-        .clone();
+    let t2 = app.magic_link(&stranger).await;
     app.post(
         "/v1/magic_links/authenticate",
         json!({"token": t2, "session_jwt": s["session_jwt"]}),
     )
     .await
     .error(404, "session_not_found");
-    let t3 = app
-        .post("/v1/magic_links", json!({"user_id": user}))
-        .await
-        .ok()["token"]
-        .clone();
+    let t3 = app.magic_link(&user).await;
     app.post(
         "/v1/magic_links/authenticate",
         json!({"token": t3, "session_token": "gone"}),

@@ -114,27 +114,20 @@ async fn replicas_rotate_together_and_no_cached_verifier_meets_an_unknown_kid() 
     }
     let bases: Vec<String> = instances.iter().map(|i| i.base.clone()).collect();
 
-    let user: Value = client
-        .post(format!("{}/v1/users", bases[0]))
-        .basic_auth(&project, Some(secret))
-        .json(&json!({"email": "replica@example.com"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session: Value = client
-        .post(format!("{}/v1/sessions", bases[0]))
-        .basic_auth(&project, Some(secret))
-        .json(&json!({"user_id": user["user_id"], "session_duration_minutes": 60,
-                      "authentication_factors": [{"type": "password", "delivery_method": "knowledge"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let post = |path: &str, body: Value| {
+        let req = client
+            .post(format!("{}{path}", bases[0]))
+            .basic_auth(&project, Some(secret))
+            .json(&body);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let user = post("/v1/users", json!({"email": "replica@example.com"})).await;
+    let session = post(
+        "/v1/sessions",
+        json!({"user_id": user["user_id"], "session_duration_minutes": 60,
+               "authentication_factors": [{"type": "password", "delivery_method": "knowledge"}]}),
+    )
+    .await;
     let token = session["session_token"].as_str().unwrap().to_string();
 
     let started = Instant::now();
