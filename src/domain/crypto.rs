@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::digest;
 use base64::Engine;
@@ -67,14 +67,50 @@ pub fn hash_secret(secret: &str) -> String {
         .unwrap_or_else(|e| panic!("argon2 with default parameters cannot fail: {e}"))
 }
 
-pub fn verify_secret(secret: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|h| {
-            argon2::Argon2::default()
-                .verify_password(secret.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+/// Checks caller secrets against their argon2id hashes in a work area kept between calls.
+/// argon2's own `verify_password` allocates the whole memory cost (19 MiB) on every call;
+/// allocators keep such blocks around after they are freed, so a process that verifies on
+/// several threads grew by that much per thread and stayed grown. Holding one area per
+/// verifying thread makes the cost fixed and visible. `release` gives it back when idle.
+#[derive(Default)]
+pub struct SecretVerifier {
+    blocks: Vec<argon2::Block>,
+}
+
+impl SecretVerifier {
+    /// Whether `secret` matches the PHC string `phc` (false for an unreadable hash).
+    pub fn verify(&mut self, secret: &str, phc: &str) -> bool {
+        self.check(secret, phc).unwrap_or(false)
+    }
+
+    fn check(&mut self, secret: &str, phc: &str) -> Option<bool> {
+        let hash = PasswordHash::new(phc).ok()?;
+        let algorithm = argon2::Algorithm::try_from(hash.algorithm).ok()?;
+        let version = match hash.version {
+            Some(v) => argon2::Version::try_from(v).ok()?,
+            None => argon2::Version::default(),
+        };
+        let params = argon2::Params::try_from(&hash).ok()?;
+        let expected = hash.hash?;
+        let mut salt = [0u8; 64];
+        let salt = hash.salt?.decode_b64(&mut salt).ok()?;
+        if self.blocks.len() < params.block_count() {
+            self.blocks
+                .resize(params.block_count(), argon2::Block::default());
+        }
+        let mut out = [0u8; 64];
+        let out = out.get_mut(..expected.len())?;
+        argon2::Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(secret.as_bytes(), salt, &mut *out, &mut self.blocks)
+            .ok()?;
+        // `Output`'s equality is constant-time.
+        Some(Output::new(out).ok()? == expected)
+    }
+
+    /// Frees the work area (the next verification allocates it again).
+    pub fn release(&mut self) {
+        self.blocks = Vec::new();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,14 +247,18 @@ mod tests {
 
     #[test]
     fn secrets_verify_only_themselves() {
-        let phc = hash_secret("correct horse battery staple, long enough");
+        let secret = "correct horse battery staple, long enough";
+        let phc = hash_secret(secret);
         assert!(phc.starts_with("$argon2id$"));
-        assert!(verify_secret(
-            "correct horse battery staple, long enough",
-            &phc
-        ));
-        assert!(!verify_secret("wrong", &phc));
-        assert!(!verify_secret("x", "not a hash"));
+        let mut v = SecretVerifier::default();
+        assert!(v.verify(secret, &phc));
+        assert!(!v.verify("wrong", &phc));
+        assert!(!v.verify("x", "not a hash"));
+        // The kept work area gives the same answers on later calls, and after a release.
+        assert!(v.verify(secret, &phc));
+        v.release();
+        assert!(!v.verify("wrong", &phc));
+        assert!(v.verify(secret, &phc));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! secret per process and remembered by a fast hash of the presented value.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -10,12 +10,12 @@ use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore, oneshot};
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::directory::Project;
-use crate::domain::crypto::{sha256, verify_secret};
+use crate::domain::crypto::{SecretVerifier, sha256};
 use crate::domain::ids::ProjectId;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -26,32 +26,46 @@ const MAX_REMEMBERED: usize = 10_000;
 /// How long a caller waits for an argon2 slot before being told to retry.
 const ARGON2_WAIT: Duration = Duration::from_secs(2);
 
+/// The verification of one set of credentials: the secret row they matched, or `None`.
+type Verdict = Arc<OnceCell<Option<Uuid>>>;
+
 pub struct CallerCache {
-    /// sha256(project_id ":" secret) → (project, secret row) it was verified against.
-    verified: Mutex<HashMap<[u8; 32], (Uuid, Uuid)>>,
+    /// sha256(project_id ":" secret) → the verification of those credentials: the secret row
+    /// they matched, or `None`. Requests presenting the same credentials while it runs wait
+    /// for it instead of starting their own, so a burst of new connections costs one argon2
+    /// run, not one each. Refusals are forgotten once settled (a secret added later must be
+    /// able to match).
+    verdicts: Mutex<HashMap<[u8; 32], Verdict>>,
     /// Bounds how many argon2 verifications run at once, so wrong secrets cannot make the
-    /// server hash without limit.
+    /// server hash (and hold argon2's memory) without limit: one permit per argon2 thread.
     argon2: Arc<Semaphore>,
+    threads: Argon2Threads,
 }
 
 impl CallerCache {
     pub fn new(concurrency: usize) -> Self {
+        let concurrency = concurrency.max(1);
         Self {
-            verified: Mutex::new(HashMap::new()),
-            argon2: Arc::new(Semaphore::new(concurrency.max(1))),
+            verdicts: Mutex::new(HashMap::new()),
+            argon2: Arc::new(Semaphore::new(concurrency)),
+            threads: Argon2Threads::start(concurrency),
         }
     }
 
-    fn remembered(&self, key: &[u8; 32]) -> Option<(Uuid, Uuid)> {
-        self.verified.lock().ok()?.get(key).copied()
+    /// The (possibly still running) verification of these credentials.
+    fn verdict(&self, key: [u8; 32]) -> Verdict {
+        let mut map = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_REMEMBERED && !map.contains_key(&key) {
+            map.clear();
+        }
+        map.entry(key).or_default().clone()
     }
 
-    fn remember(&self, key: [u8; 32], project: Uuid, secret: Uuid) {
-        if let Ok(mut m) = self.verified.lock() {
-            if m.len() >= MAX_REMEMBERED {
-                m.clear();
-            }
-            m.insert(key, (project, secret));
+    /// Drops a settled verdict, unless a newer one has replaced it meanwhile.
+    fn forget(&self, key: &[u8; 32], verdict: &Verdict) {
+        let mut map = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(key).is_some_and(|v| Arc::ptr_eq(v, verdict)) {
+            map.remove(key);
         }
     }
 }
@@ -76,39 +90,96 @@ impl FromRequestParts<AppState> for Caller {
         input.extend_from_slice(secret.as_bytes());
         let key = sha256(&input);
 
-        if let Some((p, secret_id)) = state.callers.remembered(&key) {
-            // Still valid only while that secret is active (revocation reaches us on refresh).
-            if p == id.uuid && project.secrets.iter().any(|(s, _)| *s == secret_id) {
-                return Ok(Caller(project));
-            }
-        }
-
-        let permit =
-            tokio::time::timeout(ARGON2_WAIT, state.callers.argon2.clone().acquire_owned())
-                .await
-                .map_err(|_| {
-                    Metrics::inc(&state.metrics.argon2_rejections);
-                    Error::TooManyRequests(1)
-                })?
-                .map_err(|_| Error::ServiceUnavailable)?;
-        Metrics::inc(&state.metrics.argon2_verifications);
-        let candidates = project.secrets.clone();
-        let matched = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            candidates
-                .into_iter()
-                .find(|(_, phc)| verify_secret(&secret, phc))
-                .map(|(id, _)| id)
-        })
-        .await
-        .map_err(Error::internal)?;
+        let verdict = state.callers.verdict(key);
+        let matched = *verdict
+            .get_or_try_init(|| verify(state, &project, secret))
+            .await?;
+        // A remembered match holds only while that secret is active (revocation reaches the
+        // directory on its next refresh).
         match matched {
-            Some(secret_id) => {
-                state.callers.remember(key, id.uuid, secret_id);
+            Some(secret_id) if project.secrets.iter().any(|(s, _)| *s == secret_id) => {
                 Ok(Caller(project))
             }
-            None => Err(Error::Unauthorized),
+            _ => {
+                state.callers.forget(&key, &verdict);
+                Err(Error::Unauthorized)
+            }
         }
+    }
+}
+
+/// Checks `secret` with argon2id against the project's active secrets, off the async
+/// workers and at most `argon2_concurrency` at a time; 429 after waiting too long for a slot.
+async fn verify(
+    state: &AppState,
+    project: &Project,
+    secret: String,
+) -> Result<Option<Uuid>, Error> {
+    let permit = tokio::time::timeout(ARGON2_WAIT, state.callers.argon2.clone().acquire_owned())
+        .await
+        .map_err(|_| {
+            Metrics::inc(&state.metrics.argon2_rejections);
+            Error::TooManyRequests(1)
+        })?
+        .map_err(|_| Error::ServiceUnavailable)?;
+    Metrics::inc(&state.metrics.argon2_verifications);
+    let candidates = project.secrets.clone();
+    let (reply, answer) = oneshot::channel();
+    state.callers.threads.run(Box::new(move |verifier| {
+        let _permit = permit;
+        let matched = candidates
+            .into_iter()
+            .find(|(_, phc)| verifier.verify(&secret, phc))
+            .map(|(id, _)| id);
+        let _ = reply.send(matched);
+    }))?;
+    answer.await.map_err(Error::internal)
+}
+
+type Job = Box<dyn FnOnce(&mut SecretVerifier) + Send>;
+
+/// How long an argon2 thread keeps its 19 MiB work area after its last verification.
+const ARGON2_IDLE: Duration = Duration::from_secs(5);
+
+/// A fixed set of threads for argon2, each with its own work area, rather than tokio's
+/// blocking pool. Each verification needs 19 MiB, and run on whichever pool thread was free
+/// it left such blocks behind in the allocator of every thread it touched: a burst of wrong
+/// secrets grew the process past 450 MiB. Here memory is bounded by the thread count, and
+/// handed back after a few idle seconds.
+struct Argon2Threads {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Argon2Threads {
+    /// Starts `n` threads; they end when this is dropped (the channel closes).
+    fn start(n: usize) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..n {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    let mut verifier = SecretVerifier::default();
+                    loop {
+                        let next = match queue.lock() {
+                            Ok(q) => q.recv_timeout(ARGON2_IDLE),
+                            Err(_) => return,
+                        };
+                        match next {
+                            Ok(job) => job(&mut verifier),
+                            Err(mpsc::RecvTimeoutError::Timeout) => verifier.release(),
+                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                })
+                .unwrap_or_else(|e| panic!("argon2 thread {i} cannot be started: {e}"));
+        }
+        Self { jobs }
+    }
+
+    fn run(&self, job: Job) -> Result<(), Error> {
+        self.jobs.send(job).map_err(|_| Error::ServiceUnavailable)
     }
 }
 

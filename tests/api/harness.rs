@@ -315,6 +315,21 @@ impl TestApp {
             .await
     }
 
+    /// The value of a counter or gauge on GET /metrics (0 when absent).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let res = self
+            .router
+            .clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0, |v| v.parse().unwrap())
+    }
+
     pub async fn get_anonymous(&self, path: &str, headers: &[(&str, &str)]) -> Response {
         self.request(Method::GET, path, None, None, headers).await
     }

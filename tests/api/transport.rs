@@ -59,13 +59,13 @@ async fn caller_credentials_are_required_and_checked() {
     }
 }
 
-#[tokio::test]
-async fn many_wrong_secrets_at_once_are_refused_not_failed() {
-    let app = TestApp::new().await;
+/// Sends one authenticate request per secret, all at once; their status codes.
+async fn burst<S: AsRef<str>>(app: &TestApp, secrets: &[S]) -> Vec<u16> {
     let mut tasks = Vec::new();
-    for i in 0..24 {
+    for secret in secrets {
+        let secret = secret.as_ref();
         let router = app.router.clone();
-        let auth = STANDARD.encode(format!("{}:wrong-{i}", app.creds.project_id));
+        let auth = STANDARD.encode(format!("{}:{secret}", app.creds.project_id));
         tasks.push(tokio::spawn(async move {
             let req = Request::post("/v1/sessions/authenticate")
                 .header(header::AUTHORIZATION, format!("Basic {auth}"))
@@ -78,10 +78,39 @@ async fn many_wrong_secrets_at_once_are_refused_not_failed() {
                 .as_u16()
         }));
     }
+    let mut statuses = Vec::new();
     for t in tasks {
-        let status = t.await.unwrap();
+        statuses.push(t.await.unwrap());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn many_wrong_secrets_at_once_are_refused_not_failed() {
+    let app = TestApp::new().await;
+    let wrong: Vec<String> = (0..24).map(|i| format!("wrong-{i}")).collect();
+    for status in burst(&app, &wrong).await {
         assert!(status == 401 || status == 429, "{status}");
     }
+}
+
+#[tokio::test]
+async fn a_burst_of_new_callers_with_one_secret_costs_one_argon2_run() {
+    let app = TestApp::new().await;
+    // No session arguments: 400 once the caller is let in.
+    let statuses = burst(&app, &[&app.creds.secret; 16]).await;
+    assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
+    assert_eq!(app.metric("hallpass_argon2_verifications_total").await, 1);
+    // Refusals are not remembered: the same wrong secret is checked again each time.
+    for expected in [2, 3] {
+        assert_eq!(burst(&app, &["wrong-secret"]).await, [401]);
+        assert_eq!(
+            app.metric("hallpass_argon2_verifications_total").await,
+            expected
+        );
+    }
+    assert_eq!(burst(&app, &[&app.creds.secret; 4]).await, [400; 4]);
+    assert_eq!(app.metric("hallpass_argon2_verifications_total").await, 3);
 }
 
 #[tokio::test]
