@@ -47,25 +47,68 @@ impl SessionPolicy {
     /// The expiry a session gets when (re)started for `duration` at `now`: never added to the
     /// old expiry, never past the absolute lifetime.
     pub fn expiry(&self, started_at: i64, now: i64, duration: SessionDuration) -> i64 {
-        let wanted = now + duration.seconds();
-        match self.absolute_lifetime_minutes {
-            Some(m) => wanted.min(started_at + m * 60),
-            None => wanted,
+        self.extension(now, duration).expires_at(started_at)
+    }
+
+    /// The same rule with the session's start left open, so a database can apply it to the
+    /// row it updates.
+    pub fn extension(&self, now: i64, duration: SessionDuration) -> Extension {
+        Extension {
+            wanted: now + duration.seconds(),
+            lifetime: self.absolute_lifetime_minutes.map(|m| m * 60),
         }
     }
 
     /// Whether a session with these instants is usable at `now`.
     pub fn is_active(&self, s: &SessionTimes, now: i64) -> bool {
-        if s.revoked || s.expires_at <= now {
-            return false;
+        self.bounds(now).admit(s)
+    }
+
+    /// What `is_active` checks, as bounds on stored instants, so a database can apply it in
+    /// a WHERE clause.
+    pub fn bounds(&self, now: i64) -> ActiveBounds {
+        ActiveBounds {
+            now,
+            last_accessed_after: self.idle_timeout_minutes.map_or(i64::MIN, |m| now - m * 60),
+            started_after: self
+                .absolute_lifetime_minutes
+                .map_or(i64::MIN, |m| now - m * 60),
         }
-        let idle = self
-            .idle_timeout_minutes
-            .is_some_and(|m| s.last_accessed_at + m * 60 <= now);
-        let too_old = self
-            .absolute_lifetime_minutes
-            .is_some_and(|m| s.started_at + m * 60 <= now);
-        !(idle || too_old)
+    }
+}
+
+/// A session is active at `now` when it is not revoked, `expires_at > now`,
+/// `last_accessed_at > last_accessed_after` (idle timeout) and `started_at > started_after`
+/// (absolute lifetime); `i64::MIN` where the project sets no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveBounds {
+    pub now: i64,
+    pub last_accessed_after: i64,
+    pub started_after: i64,
+}
+
+impl ActiveBounds {
+    pub fn admit(&self, s: &SessionTimes) -> bool {
+        !s.revoked
+            && s.expires_at > self.now
+            && s.last_accessed_at > self.last_accessed_after
+            && s.started_at > self.started_after
+    }
+}
+
+/// A new expiry: `wanted`, but no later than `started_at + lifetime` when there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extension {
+    pub wanted: i64,
+    pub lifetime: Option<i64>,
+}
+
+impl Extension {
+    pub fn expires_at(&self, started_at: i64) -> i64 {
+        match self.lifetime {
+            Some(l) => self.wanted.min(started_at + l),
+            None => self.wanted,
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use crate::domain::session::{
     DEFAULT_ROLE, Factor, Session, SessionDuration, SessionView, add_factor, merge_custom_claims,
 };
 use crate::error::{Error, Result};
-use crate::store::sessions::SessionWithUser;
+use crate::store::sessions::{SessionKey, SessionWithUser};
 use crate::store::users::UserRow;
 use crate::store::{self};
 
@@ -142,6 +142,24 @@ pub async fn start(
     })
 }
 
+/// The session a request names by exactly one of a token or a JWT (the JWT's signature,
+/// issuer and audience are checked here; no database is involved).
+fn session_key(
+    project: &Project,
+    token: Option<&str>,
+    session_jwt: Option<&str>,
+) -> Result<SessionKey> {
+    match (token, session_jwt) {
+        (None, None) => Err(Error::NoSessionArguments),
+        (Some(_), Some(_)) => Err(Error::TooManySessionArguments),
+        (Some(t), None) => Ok(SessionKey::TokenHash(hash_token(t))),
+        (None, Some(j)) => {
+            let verified = jwt::verify(j, &project.id, |kid| project.ring.find(kid))?;
+            Ok(SessionKey::Id(verified.session_id))
+        }
+    }
+}
+
 /// Finds the active session named by exactly one of a token or a JWT.
 pub async fn find(
     state: &AppState,
@@ -149,17 +167,16 @@ pub async fn find(
     token: Option<&str>,
     session_jwt: Option<&str>,
 ) -> Result<(Session, UserRow)> {
-    let found = match (token, session_jwt) {
-        (None, None) => return Err(Error::NoSessionArguments),
-        (Some(_), Some(_)) => return Err(Error::TooManySessionArguments),
-        (Some(t), None) => {
-            store::sessions::by_token(&state.db, project.id.uuid, &hash_token(t)).await?
-        }
-        (None, Some(j)) => {
-            let verified = jwt::verify(j, &project.id, |kid| project.ring.find(kid))?;
-            store::sessions::by_id(&state.db, project.id.uuid, verified.session_id).await?
-        }
-    };
+    let key = session_key(project, token, session_jwt)?;
+    lookup(state, project, &key).await
+}
+
+async fn lookup(
+    state: &AppState,
+    project: &Project,
+    key: &SessionKey,
+) -> Result<(Session, UserRow)> {
+    let found = store::sessions::get(&state.db, project.id.uuid, key).await?;
     let SessionWithUser { session, user } = found.ok_or(Error::SessionNotFound)?;
     let mut session = session_from_row(&session, user.user_id)?;
     if let Some(at) = state.touches.pending(session.id) {
@@ -172,6 +189,40 @@ pub async fn find(
         return Err(Error::SessionNotFound);
     }
     Ok((session, user))
+}
+
+/// The common extension, `session_duration_minutes` alone, in one durable statement: the
+/// database checks the policy's bounds and writes the new expiry (see
+/// `store::sessions::extend`). `None` when it matched nothing: the caller falls back to a
+/// read, which also tells a missing session from one whose touch is still pending here.
+async fn extend(
+    state: &AppState,
+    project: &Project,
+    key: &SessionKey,
+    session_token: String,
+    duration: SessionDuration,
+) -> Result<Option<Authenticated>> {
+    let now = state.clock.now();
+    let Some(SessionWithUser { session, user }) = store::sessions::extend(
+        &state.db,
+        project.id.uuid,
+        key,
+        &project.policy.bounds(now),
+        &project.policy.extension(now, duration),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let session = session_from_row(&session, user.user_id)?;
+    state.touches.forget(session.id);
+    let session_jwt = mint(state, project, &session, now)?;
+    Ok(Some(Authenticated {
+        session,
+        session_token,
+        session_jwt,
+        user,
+    }))
 }
 
 /// Authenticates an existing session: touches it, applies a new duration, merges claims,
@@ -234,19 +285,17 @@ async fn authenticate(
 ) -> Result<Response> {
     let token = present(&req.session_token);
     let duration = SessionDuration::parse_optional(req.session_duration_minutes)?;
-    let found = find(&state, &project, token, present(&req.session_jwt)).await?;
+    let key = session_key(&project, token, present(&req.session_jwt))?;
     // Authenticated by JWT, the response carries no token (the server never stores it).
     let presented = token.unwrap_or_default().to_string();
-    let done = resume(
-        &state,
-        &project,
-        found,
-        presented,
-        duration,
-        req.session_custom_claims.as_ref(),
-        None,
-    )
-    .await?;
+    let claims = req.session_custom_claims.as_ref();
+    if let (Some(d), None) = (duration, claims)
+        && let Some(done) = extend(&state, &project, &key, presented.clone(), d).await?
+    {
+        return Ok(render(done.body(&project)));
+    }
+    let found = lookup(&state, &project, &key).await?;
+    let done = resume(&state, &project, found, presented, duration, claims, None).await?;
     Ok(render(done.body(&project)))
 }
 

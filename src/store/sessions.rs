@@ -4,6 +4,7 @@ use uuid::Uuid;
 
 use super::Db;
 use super::users::UserRow;
+use crate::domain::session::{ActiveBounds, Extension};
 use crate::with_db;
 
 macro_rules! session_columns {
@@ -93,6 +94,119 @@ pub async fn by_id(db: &Db, project: Uuid, id: Uuid) -> sqlx::Result<Option<Sess
     .bind(project)
     .fetch_optional(pool)
     .await)
+}
+
+/// How a request names a session: by its token's hash, or by id (from a verified JWT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKey {
+    TokenHash([u8; 32]),
+    Id(Uuid),
+}
+
+/// The session named by `key` in this project, and its user (revoked ones included).
+pub async fn get(
+    db: &Db,
+    project: Uuid,
+    key: &SessionKey,
+) -> sqlx::Result<Option<SessionWithUser>> {
+    match key {
+        SessionKey::TokenHash(hash) => by_token(db, project, hash).await,
+        SessionKey::Id(id) => by_id(db, project, *id).await,
+    }
+}
+
+/// The update `extend` makes and the conditions it checks, in one statement text per
+/// dialect and key column. Parameters: $1 key, $2 project, $3 now, $4 idle bound,
+/// $5 lifetime bound, $6 wanted expiry, $7 lifetime seconds (NULL: none).
+macro_rules! extend_sessions {
+    ($least:literal, $key:literal, $returning:literal) => {
+        concat!(
+            "UPDATE sessions SET last_accessed_at = $3,
+                 expires_at = CASE WHEN $7 IS NULL THEN $6 ELSE ",
+            $least,
+            "($6, started_at + $7) END
+             WHERE ",
+            $key,
+            " = $1 AND project_id = $2 AND revoked_at IS NULL
+               AND expires_at > $3 AND last_accessed_at > $4 AND started_at > $5
+             RETURNING ",
+            $returning
+        )
+    };
+}
+
+macro_rules! extend_postgres {
+    ($key:literal) => {
+        concat!(
+            "WITH s AS (",
+            extend_sessions!("LEAST", $key, "*"),
+            ") SELECT ",
+            session_columns!(),
+            ", ",
+            crate::user_columns!(),
+            " FROM s JOIN users u ON u.id = s.user_id"
+        )
+    };
+}
+
+/// Touches the session named by `key` and gives it the expiry `extension` describes, if it
+/// is active by `bounds`; returns it (as updated) with its user, durably written. On
+/// Postgres that is one statement, the update joined to the user; SQLite has no data-
+/// modifying CTEs, so there it is the update and a read in one transaction (in-process, no
+/// round trips either way). `None` when no active session matched; the stored
+/// `last_accessed_at` may lag a touch still pending in memory, so the caller then looks again.
+pub async fn extend(
+    db: &Db,
+    project: Uuid,
+    key: &SessionKey,
+    bounds: &ActiveBounds,
+    extension: &Extension,
+) -> sqlx::Result<Option<SessionWithUser>> {
+    macro_rules! bind_rest {
+        ($q:expr) => {
+            $q.bind(project)
+                .bind(bounds.now)
+                .bind(bounds.last_accessed_after)
+                .bind(bounds.started_after)
+                .bind(extension.wanted)
+                .bind(extension.lifetime)
+        };
+    }
+    match db {
+        Db::Postgres(pool) => {
+            let q = match key {
+                SessionKey::TokenHash(h) => {
+                    sqlx::query_as(extend_postgres!("token_hash")).bind(&h[..])
+                }
+                SessionKey::Id(id) => sqlx::query_as(extend_postgres!("id")).bind(*id),
+            };
+            bind_rest!(q).fetch_optional(pool).await
+        }
+        Db::Sqlite(pool) => {
+            let mut tx = pool.begin().await?;
+            let q = match key {
+                SessionKey::TokenHash(h) => {
+                    sqlx::query_as(extend_sessions!("min", "token_hash", "id")).bind(&h[..])
+                }
+                SessionKey::Id(id) => sqlx::query_as(extend_sessions!("min", "id", "id")).bind(*id),
+            };
+            let Some((id,)) = bind_rest!(q).fetch_optional(&mut *tx).await? else {
+                return Ok(None);
+            };
+            let found = sqlx::query_as(concat!(
+                "SELECT ",
+                session_columns!(),
+                ", ",
+                crate::user_columns!(),
+                " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
+            ))
+            .bind::<Uuid>(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(found)
+        }
+    }
 }
 
 /// A user's sessions that are neither revoked nor past `expires_at`, newest first.

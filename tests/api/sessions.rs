@@ -426,6 +426,28 @@ async fn idle_timeout_and_absolute_lifetime() {
     app.authenticate(json!({"session_jwt": s["session_jwt"]}))
         .await
         .error(404, "session_not_found");
+    app.authenticate(json!({"session_token": token, "session_duration_minutes": 30}))
+        .await
+        .error(404, "session_not_found");
+
+    // An extension sees a touch still pending in memory too: the stored last_accessed_at is
+    // 18 minutes old, the pending one 9.
+    let s = app.session(60).await;
+    let token = s["session_token"].as_str().unwrap();
+    app.advance(9 * 60);
+    app.authenticate(json!({"session_token": token})).await.ok();
+    app.advance(9 * 60);
+    let r = app
+        .authenticate(json!({"session_jwt": s["session_jwt"], "session_duration_minutes": 30}))
+        .await;
+    let b = r.ok();
+    assert_eq!(b["session"]["expires_at"], rfc3339(app.now() + 1800));
+    assert_eq!(b["session"]["last_accessed_at"], rfc3339(app.now()));
+    // …and the extension is stored: 9 minutes later a plain authenticate still succeeds,
+    // and sees the new expiry.
+    app.advance(9 * 60);
+    let r = app.authenticate(json!({"session_token": token})).await;
+    assert_eq!(r.ok()["session"]["expires_at"], b["session"]["expires_at"]);
 }
 
 #[tokio::test]

@@ -65,3 +65,102 @@ async fn no_raw_token_secret_or_private_key_is_stored() {
         }
     }
 }
+
+/// The one-statement extension (`store::sessions::extend`) checks the session policy in SQL;
+/// here it must agree with the domain's `is_active` and `expiry`, case by case, on both
+/// backends: each case is a fresh row with instants on either side of every bound.
+#[tokio::test]
+async fn the_database_applies_the_session_policy_as_the_domain_does() {
+    use hallpass::domain::ids::{Kind, ProjectId};
+    use hallpass::domain::session::{SessionDuration, SessionPolicy, SessionTimes};
+    use hallpass::store::sessions::{self, SessionKey, SessionRow};
+
+    let app = TestApp::new().await;
+    let project: ProjectId = app.creds.project_id.parse().unwrap();
+    let s = app.session(60).await;
+    let user = project
+        .parse(Kind::User, s["user"]["user_id"].as_str().unwrap())
+        .unwrap();
+    let now = 2_000_000_000;
+    let duration = SessionDuration::parse(90).unwrap();
+    let limits = [None, Some(10)];
+    let mut checked = 0;
+    for idle in limits {
+        for lifetime in limits.map(|m| m.map(|m| m * 6)) {
+            let policy = SessionPolicy {
+                idle_timeout_minutes: idle,
+                absolute_lifetime_minutes: lifetime,
+            };
+            for started in [now - 3601, now - 3600, now - 3599, now - 60] {
+                for last in [now - 601, now - 600, now - 599, now] {
+                    for expires in [now - 1, now, now + 1, now + 7200] {
+                        for revoked in [false, true] {
+                            let times = SessionTimes {
+                                started_at: started,
+                                last_accessed_at: last.max(started),
+                                expires_at: expires,
+                                revoked,
+                            };
+                            let id = uuid::Uuid::new_v4();
+                            let hash = sha256(id.as_bytes());
+                            let row = SessionRow {
+                                session_id: id,
+                                started_at: times.started_at,
+                                last_accessed_at: times.last_accessed_at,
+                                expires_at: times.expires_at,
+                                revoked_at: None,
+                                ip_address: String::new(),
+                                user_agent: String::new(),
+                                authentication_factors: "[]".into(),
+                                roles: "[]".into(),
+                                custom_claims: "{}".into(),
+                            };
+                            sessions::insert(&app.db, project.uuid, user, &hash, &row)
+                                .await
+                                .unwrap();
+                            if revoked {
+                                sessions::revoke(&app.db, project.uuid, id, now - 1)
+                                    .await
+                                    .unwrap();
+                            }
+                            let key = if checked % 2 == 0 {
+                                SessionKey::TokenHash(hash)
+                            } else {
+                                SessionKey::Id(id)
+                            };
+                            let got = sessions::extend(
+                                &app.db,
+                                project.uuid,
+                                &key,
+                                &policy.bounds(now),
+                                &policy.extension(now, duration),
+                            )
+                            .await
+                            .unwrap();
+                            let case = format!("{policy:?} {times:?}");
+                            assert_eq!(got.is_some(), policy.is_active(&times, now), "{case}");
+                            let stored = sessions::get(&app.db, project.uuid, &SessionKey::Id(id))
+                                .await
+                                .unwrap()
+                                .unwrap()
+                                .session;
+                            if let Some(got) = got {
+                                assert_eq!(got.user.user_id, user, "{case}");
+                                assert_eq!(got.session.session_id, id, "{case}");
+                                let expiry = policy.expiry(times.started_at, now, duration);
+                                assert_eq!(got.session.expires_at, expiry, "{case}");
+                                assert_eq!(got.session.last_accessed_at, now, "{case}");
+                                assert_eq!(stored.expires_at, expiry, "durable: {case}");
+                            } else {
+                                assert_eq!(stored.expires_at, times.expires_at, "{case}");
+                                assert_eq!(stored.last_accessed_at, times.last_accessed_at);
+                            }
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 4 * 4 * 4 * 4 * 2);
+}
