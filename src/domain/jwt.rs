@@ -62,7 +62,8 @@ pub fn mint(key: &SigningKey, project: &ProjectId, session: &Session, now: i64) 
             roles: &session.roles,
         },
     };
-    let body = serde_json::to_vec(&claims).map_err(Error::internal)?;
+    let mut body = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut body, &claims).map_err(Error::internal)?;
     key.sign_jwt(&body).map_err(Error::internal)
 }
 

@@ -113,12 +113,15 @@ struct Envelope<'a, T> {
 impl<T: Serialize> IntoResponse for Reply<T> {
     fn into_response(self) -> Response {
         let id = request_id::current();
-        match serde_json::to_vec(&Envelope {
+        // Sized for an authenticate reply, the most frequent, so it is written without regrowing.
+        let mut bytes = Vec::with_capacity(2048);
+        let envelope = Envelope {
             request_id: &id,
             status_code: 200,
             body: &self.0,
-        }) {
-            Ok(bytes) => json_response(StatusCode::OK, bytes),
+        };
+        match serde_json::to_writer(&mut bytes, &envelope) {
+            Ok(()) => json_response(StatusCode::OK, bytes),
             Err(e) => Error::internal(format!("serialising a reply: {e}")).into_response(),
         }
     }

@@ -178,7 +178,7 @@ async fn lookup(
 ) -> Result<(Session, UserRow)> {
     let found = store::sessions::get(&state.db, project.id.uuid, key).await?;
     let SessionWithUser { session, user } = found.ok_or(Error::SessionNotFound)?;
-    let mut session = session_from_row(&session, user.user_id)?;
+    let mut session = session_from_row(session, user.user_id)?;
     if let Some(at) = state.touches.pending(session.id) {
         session.last_accessed_at = session.last_accessed_at.max(at);
     }
@@ -214,7 +214,7 @@ async fn extend(
     else {
         return Ok(None);
     };
-    let session = session_from_row(&session, user.user_id)?;
+    let session = session_from_row(session, user.user_id)?;
     state.touches.forget(session.id);
     let session_jwt = mint(state, project, &session, now)?;
     Ok(Some(Authenticated {
@@ -380,7 +380,7 @@ async fn list(
     let rows =
         store::sessions::live_for_user(&state.db, project.id.uuid, user.user_id, now).await?;
     let mut sessions = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let mut s = session_from_row(row, user.user_id)?;
         if let Some(at) = state.touches.pending(s.id) {
             s.last_accessed_at = s.last_accessed_at.max(at);
@@ -443,7 +443,8 @@ async fn revoke(
             None => return Err(Error::InvalidSessionId),
         }
     } else if let Some(token) = present(&req.session_token) {
-        store::sessions::by_token(&state.db, project.id.uuid, &hash_token(token))
+        let key = SessionKey::TokenHash(hash_token(token));
+        store::sessions::get(&state.db, project.id.uuid, &key)
             .await?
             .ok_or(Error::SessionNotFound)?
             .session

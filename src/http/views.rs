@@ -1,7 +1,7 @@
 //! Wire objects (User) and the conversions between stored rows and domain sessions.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::domain::ids::{Kind, ProjectId};
@@ -33,8 +33,8 @@ pub struct UserView<'a> {
     pub status: &'static str,
     pub name: NameView<'a>,
     pub created_at: String,
-    pub trusted_metadata: Value,
-    pub untrusted_metadata: Value,
+    pub trusted_metadata: &'a RawValue,
+    pub untrusted_metadata: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_id: Option<&'a str>,
     pub phone_numbers: [(); 0],
@@ -59,9 +59,18 @@ pub fn emails(project: &ProjectId, u: &UserRow) -> Vec<EmailView> {
     }
 }
 
+/// Stored metadata goes out as it was stored (an object written by this server), without
+/// being parsed into a tree and written again; an unreadable value reads as `{}`.
+fn metadata(text: &str) -> &RawValue {
+    serde_json::from_str(text)
+        .ok()
+        .filter(|v: &&RawValue| v.get().starts_with('{'))
+        .unwrap_or_else(|| {
+            serde_json::from_str("{}").unwrap_or_else(|e| panic!("`{{}}` is JSON: {e}"))
+        })
+}
+
 pub fn user<'a>(project: &ProjectId, u: &'a UserRow) -> UserView<'a> {
-    let metadata =
-        |text: &str| serde_json::from_str(text).unwrap_or_else(|_| Value::Object(Map::new()));
     UserView {
         user_id: project.id(Kind::User, u.user_id),
         emails: emails(project, u),
@@ -88,7 +97,7 @@ pub fn user<'a>(project: &ProjectId, u: &'a UserRow) -> UserView<'a> {
 }
 
 /// A stored session row as a domain session.
-pub fn session_from_row(row: &SessionRow, user_id: Uuid) -> Result<Session> {
+pub fn session_from_row(row: SessionRow, user_id: Uuid) -> Result<Session> {
     let bad = |what: &str, e: serde_json::Error| {
         Error::internal(format!("session {}: stored {what}: {e}", row.session_id))
     };
@@ -99,8 +108,8 @@ pub fn session_from_row(row: &SessionRow, user_id: Uuid) -> Result<Session> {
         last_accessed_at: row.last_accessed_at,
         expires_at: row.expires_at,
         revoked: row.revoked_at.is_some(),
-        ip_address: row.ip_address.clone(),
-        user_agent: row.user_agent.clone(),
+        ip_address: row.ip_address,
+        user_agent: row.user_agent,
         factors: serde_json::from_str(&row.authentication_factors)
             .map_err(|e| bad("factors", e))?,
         roles: serde_json::from_str(&row.roles).map_err(|e| bad("roles", e))?,

@@ -1,5 +1,6 @@
 //! Persistence: one `Db` over Postgres or SQLite, one SQL text per query, embedded migrations.
 
+mod direct;
 pub mod keys;
 pub mod magic_links;
 pub mod projects;
@@ -8,7 +9,10 @@ pub mod users;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use direct::Direct;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -19,8 +23,16 @@ use sqlx::sqlite::{
 /// by [`with_db!`]; `$1..$n` placeholders work in both dialects.
 #[derive(Clone, Debug)]
 pub enum Db {
-    Postgres(PgPool),
+    Postgres(Pg),
     Sqlite(SqlitePool),
+}
+
+/// Postgres: sqlx's pool, and a set of connections kept apart for authenticate's statements
+/// (see [`direct`]).
+#[derive(Clone, Debug)]
+pub struct Pg {
+    pub pool: PgPool,
+    pub direct: Arc<Direct>,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool (or transaction) of either backend.
@@ -28,7 +40,7 @@ pub enum Db {
 macro_rules! with_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::store::Db::Postgres($pool) => $body,
+            $crate::store::Db::Postgres($crate::store::Pg { pool: $pool, .. }) => $body,
             $crate::store::Db::Sqlite($pool) => $body,
         }
     };
@@ -80,15 +92,22 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
 ];
 
 impl Db {
+    /// `max_connections` in all: half for authenticate's statements, half for the pool.
     pub async fn connect_postgres(url: &str, max_connections: u32) -> sqlx::Result<Self> {
         let options = PgConnectOptions::from_str(url)?;
+        let direct = (max_connections / 2).max(1);
+        // The pool keeps sqlx's test of each connection before use: the statements that go
+        // through it are not all safe to retry, and a restarted server must cost no request.
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(max_connections.saturating_sub(direct).max(1))
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Db::Postgres(pool))
+        Ok(Db::Postgres(Pg {
+            pool,
+            direct: Arc::new(Direct::new(options, direct)),
+        }))
     }
 
     pub async fn connect_sqlite(path: &Path, max_connections: u32) -> sqlx::Result<Self> {
@@ -105,9 +124,12 @@ impl Db {
         // Each SQLite connection is a thread with its own page cache; on two cores, four
         // readers (writes serialise on SQLite's lock anyway) keep the CPUs busy and the
         // memory small.
+        // No ping before each use: an in-process connection cannot be cut, and the ping is
+        // a message to the connection's thread and back.
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.clamp(1, 4))
             .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Db::Sqlite(pool))
@@ -122,7 +144,7 @@ impl Db {
 
     pub async fn begin(&self) -> sqlx::Result<Tx> {
         Ok(match self {
-            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Db::Postgres(pg) => Tx::Postgres(pg.pool.begin().await?),
             Db::Sqlite(p) => Tx::Sqlite(p.begin().await?),
         })
     }

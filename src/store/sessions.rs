@@ -14,6 +14,20 @@ macro_rules! session_columns {
     };
 }
 
+macro_rules! select_session {
+    ($key:literal) => {
+        concat!(
+            "SELECT ",
+            session_columns!(),
+            ", ",
+            crate::user_columns!(),
+            " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.",
+            $key,
+            " = $1 AND s.project_id = $2"
+        )
+    };
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {
     pub session_id: Uuid,
@@ -68,34 +82,6 @@ pub async fn insert(
     .map(|_| ()))
 }
 
-/// The session with this token hash in this project, and its user; revoked ones included
-/// (the caller decides with the project's policy).
-pub async fn by_token(
-    db: &Db,
-    project: Uuid,
-    token_hash: &[u8; 32],
-) -> sqlx::Result<Option<SessionWithUser>> {
-    with_db!(db, pool => sqlx::query_as(concat!(
-        "SELECT ", session_columns!(), ", ", crate::user_columns!(),
-        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.project_id = $2"
-    ))
-    .bind(&token_hash[..])
-    .bind(project)
-    .fetch_optional(pool)
-    .await)
-}
-
-pub async fn by_id(db: &Db, project: Uuid, id: Uuid) -> sqlx::Result<Option<SessionWithUser>> {
-    with_db!(db, pool => sqlx::query_as(concat!(
-        "SELECT ", session_columns!(), ", ", crate::user_columns!(),
-        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.project_id = $2"
-    ))
-    .bind(id)
-    .bind(project)
-    .fetch_optional(pool)
-    .await)
-}
-
 /// How a request names a session: by its token's hash, or by id (from a verified JWT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionKey {
@@ -103,15 +89,41 @@ pub enum SessionKey {
     Id(Uuid),
 }
 
-/// The session named by `key` in this project, and its user (revoked ones included).
+/// The session named by `key` in this project, and its user: one statement (revoked and
+/// expired sessions included; the caller applies the project's policy).
 pub async fn get(
     db: &Db,
     project: Uuid,
     key: &SessionKey,
 ) -> sqlx::Result<Option<SessionWithUser>> {
-    match key {
-        SessionKey::TokenHash(hash) => by_token(db, project, hash).await,
-        SessionKey::Id(id) => by_id(db, project, *id).await,
+    macro_rules! select {
+        ($key:expr, $executor:expr) => {
+            match $key {
+                SessionKey::TokenHash(h) => {
+                    sqlx::query_as(select_session!("token_hash"))
+                        .bind(&h[..])
+                        .bind(project)
+                        .fetch_optional($executor)
+                        .await
+                }
+                SessionKey::Id(id) => {
+                    sqlx::query_as(select_session!("id"))
+                        .bind(*id)
+                        .bind(project)
+                        .fetch_optional($executor)
+                        .await
+                }
+            }
+        };
+    }
+    match db {
+        Db::Postgres(pg) => {
+            let key = *key;
+            pg.direct
+                .run(move |conn| Box::pin(async move { select!(&key, conn) }))
+                .await
+        }
+        Db::Sqlite(pool) => select!(key, pool),
     }
 }
 
@@ -163,24 +175,31 @@ pub async fn extend(
     extension: &Extension,
 ) -> sqlx::Result<Option<SessionWithUser>> {
     macro_rules! bind_rest {
-        ($q:expr) => {
+        ($q:expr, $bounds:expr, $extension:expr) => {
             $q.bind(project)
-                .bind(bounds.now)
-                .bind(bounds.last_accessed_after)
-                .bind(bounds.started_after)
-                .bind(extension.wanted)
-                .bind(extension.lifetime)
+                .bind($bounds.now)
+                .bind($bounds.last_accessed_after)
+                .bind($bounds.started_after)
+                .bind($extension.wanted)
+                .bind($extension.lifetime)
         };
     }
     match db {
-        Db::Postgres(pool) => {
-            let q = match key {
-                SessionKey::TokenHash(h) => {
-                    sqlx::query_as(extend_postgres!("token_hash")).bind(&h[..])
-                }
-                SessionKey::Id(id) => sqlx::query_as(extend_postgres!("id")).bind(*id),
-            };
-            bind_rest!(q).fetch_optional(pool).await
+        Db::Postgres(pg) => {
+            let (key, bounds, extension) = (*key, *bounds, *extension);
+            pg.direct
+                .run(move |conn| {
+                    Box::pin(async move {
+                        let q = match &key {
+                            SessionKey::TokenHash(h) => {
+                                sqlx::query_as(extend_postgres!("token_hash")).bind(&h[..])
+                            }
+                            SessionKey::Id(id) => sqlx::query_as(extend_postgres!("id")).bind(*id),
+                        };
+                        bind_rest!(q, bounds, extension).fetch_optional(conn).await
+                    })
+                })
+                .await
         }
         Db::Sqlite(pool) => {
             let mut tx = pool.begin().await?;
@@ -190,19 +209,17 @@ pub async fn extend(
                 }
                 SessionKey::Id(id) => sqlx::query_as(extend_sessions!("min", "id", "id")).bind(*id),
             };
-            let Some((id,)) = bind_rest!(q).fetch_optional(&mut *tx).await? else {
+            let Some((id,)) = bind_rest!(q, bounds, extension)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
                 return Ok(None);
             };
-            let found = sqlx::query_as(concat!(
-                "SELECT ",
-                session_columns!(),
-                ", ",
-                crate::user_columns!(),
-                " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
-            ))
-            .bind::<Uuid>(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let found = sqlx::query_as(select_session!("id"))
+                .bind::<Uuid>(id)
+                .bind(project)
+                .fetch_optional(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(found)
         }
@@ -258,8 +275,8 @@ pub async fn touch(db: &Db, ids: &[Uuid], at: i64) -> sqlx::Result<()> {
     const ONE: &str =
         "UPDATE sessions SET last_accessed_at = $1 WHERE id = $2 AND last_accessed_at < $1";
     match db {
-        Db::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
+        Db::Postgres(pg) => {
+            let mut tx = pg.pool.begin().await?;
             sqlx::query("SET LOCAL synchronous_commit = off")
                 .execute(&mut *tx)
                 .await?;

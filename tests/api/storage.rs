@@ -164,3 +164,33 @@ async fn the_database_applies_the_session_policy_as_the_domain_does() {
     }
     assert_eq!(checked, 4 * 4 * 4 * 4 * 2);
 }
+
+/// Postgres closing every connection (a restart, a failover) costs no request: authenticate's
+/// own connections retry once on a new one, the pool tests its connections before use.
+#[tokio::test]
+async fn requests_survive_the_database_closing_its_connections() {
+    let app = TestApp::new().await;
+    let Db::Postgres(pg) = &app.db else {
+        return; // SQLite's connections are in-process.
+    };
+    let s = app.session(60).await;
+    let token = s["session_token"].as_str().unwrap();
+    let user = s["user"]["user_id"].as_str().unwrap();
+    app.authenticate(json!({"session_token": token})).await.ok();
+    for round in 0..2 {
+        let closed: Vec<(bool,)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&pg.pool)
+        .await
+        .unwrap();
+        assert!(!closed.is_empty(), "round {round}: connections to close");
+        app.authenticate(json!({"session_token": token})).await.ok();
+        app.authenticate(json!({"session_jwt": s["session_jwt"], "session_duration_minutes": 30}))
+            .await
+            .ok();
+        app.session_for(user, 60).await;
+        app.get(&format!("/v1/sessions?user_id={user}")).await.ok();
+    }
+}
