@@ -1,9 +1,9 @@
 -- Requests for the hallpass benchmark, for wrk 4.x (LuaJIT). Configured by environment:
---   BENCH_MODE      token | token_duration | jwt | jwks | jwks_304 | create | list
+--   BENCH_MODE      token | token_duration | jwt | jwks | jwks_304 | create | list | wrong_secret
 --   BENCH_SESSIONS  number of seeded sessions (tokens bench-token-0 .. N-1)
 --   BENCH_USERS     number of seeded users (ids user-test-beec0000-0000-4000-8000-%012x)
 --   BENCH_AUTH      the whole Authorization header value ("Basic …")
---   BENCH_PROJECT   project_id (for the JWKS path)
+--   BENCH_PROJECT   project_id (for the JWKS path and wrong_secret)
 --   BENCH_ETAG      the JWKS ETag (jwks_304)
 --   BENCH_JWTS      file with one session JWT per line (jwt)
 --   BENCH_OUT       where done() writes its JSON summary
@@ -106,6 +106,33 @@ elseif mode == "create" then
       '{"user_id":"' .. user_id(random(0, users - 1)) ..
       '","session_duration_minutes":60,"authentication_factors":' ..
       '[{"type":"password","delivery_method":"knowledge"}]}')
+  end
+elseif mode == "wrong_secret" then
+  -- Caller credentials with a new wrong secret each time: every request costs an argon2id
+  -- verification (19 MiB) and is refused (401, or 429 once every argon2 slot is busy).
+  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  local function base64(text)
+    local out, n = {}, #text
+    for i = 1, n, 3 do
+      local a, b, c = text:byte(i, i + 2)
+      local v = a * 65536 + (b or 0) * 256 + (c or 0)
+      for k = 3, 0, -1 do
+        if (k == 1 and not b) or (k == 0 and not c) then
+          out[#out + 1] = "="
+        else
+          local d = math.floor(v / 64 ^ k) % 64
+          out[#out + 1] = alphabet:sub(d + 1, d + 1)
+        end
+      end
+    end
+    return table.concat(out)
+  end
+  request = function()
+    local secret = "wrong-" .. random(0, 2147483646) .. "-" .. random(0, 2147483646)
+    return wrk.format("POST", "/v1/sessions/authenticate",
+      { ["Authorization"] = "Basic " .. base64(project .. ":" .. secret),
+        ["Content-Type"] = "application/json" },
+      '{"session_token":"bench-token-0"}')
   end
 elseif mode == "list" then
   request = function()

@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use tokio::sync::{OnceCell, Semaphore, oneshot};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -125,61 +125,78 @@ async fn verify(
     Metrics::inc(&state.metrics.argon2_verifications);
     let candidates = project.secrets.clone();
     let (reply, answer) = oneshot::channel();
-    state.callers.threads.run(Box::new(move |verifier| {
-        let _permit = permit;
+    let job: Job = Box::new(move |verifier| {
         let matched = candidates
             .into_iter()
             .find(|(_, phc)| verifier.verify(&secret, phc))
             .map(|(id, _)| id);
         let _ = reply.send(matched);
-    }))?;
+    });
+    state.callers.threads.run(job, permit)?;
     answer.await.map_err(Error::internal)
 }
 
 type Job = Box<dyn FnOnce(&mut SecretVerifier) + Send>;
 
-/// How long an argon2 thread keeps its 19 MiB work area after its last verification.
+/// How long an argon2 thread keeps its work area (7 MiB) after its last verification.
 const ARGON2_IDLE: Duration = Duration::from_secs(5);
 
 /// A fixed set of threads for argon2, each with its own work area, rather than tokio's
-/// blocking pool. Each verification needs 19 MiB, and run on whichever pool thread was free
-/// it left such blocks behind in the allocator of every thread it touched: a burst of wrong
-/// secrets grew the process past 450 MiB. Here memory is bounded by the thread count, and
-/// handed back after a few idle seconds.
+/// blocking pool. Each verification needs its memory cost at once (7 MiB; 19 MiB for the
+/// crate's default), and run on whichever pool thread was free it left such blocks behind in
+/// the allocator of every thread it touched: a burst of wrong secrets grew the process past
+/// 450 MiB. Here memory is bounded by the thread count, and
+/// each thread hands its area back after a few idle seconds. Each thread has its own queue
+/// (so each can notice its own idleness); the most recently used idle thread gets the next
+/// job, so under light use one area is kept warm and the others are released.
 struct Argon2Threads {
-    jobs: mpsc::Sender<Job>,
+    queues: Vec<mpsc::Sender<(Job, OwnedSemaphorePermit)>>,
+    idle: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Argon2Threads {
-    /// Starts `n` threads; they end when this is dropped (the channel closes).
+    /// Starts `n` threads; they end when this is dropped (their queues close).
     fn start(n: usize) -> Self {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
-        for i in 0..n {
-            let queue = queue.clone();
-            std::thread::Builder::new()
-                .name(format!("argon2-{i}"))
-                .spawn(move || {
-                    let mut verifier = SecretVerifier::default();
-                    loop {
-                        let next = match queue.lock() {
-                            Ok(q) => q.recv_timeout(ARGON2_IDLE),
-                            Err(_) => return,
-                        };
-                        match next {
-                            Ok(job) => job(&mut verifier),
-                            Err(mpsc::RecvTimeoutError::Timeout) => verifier.release(),
-                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        let idle = Arc::new(Mutex::new((0..n).rev().collect::<Vec<_>>()));
+        let queues = (0..n)
+            .map(|i| {
+                let (queue, jobs) = mpsc::channel::<(Job, OwnedSemaphorePermit)>();
+                let idle = idle.clone();
+                std::thread::Builder::new()
+                    .name(format!("argon2-{i}"))
+                    .spawn(move || {
+                        let mut verifier = SecretVerifier::default();
+                        loop {
+                            match jobs.recv_timeout(ARGON2_IDLE) {
+                                Ok((job, permit)) => {
+                                    job(&mut verifier);
+                                    // Back on the idle list before the permit frees a slot.
+                                    idle.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+                                    drop(permit);
+                                }
+                                Err(mpsc::RecvTimeoutError::Timeout) => verifier.release(),
+                                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                            }
                         }
-                    }
-                })
-                .unwrap_or_else(|e| panic!("argon2 thread {i} cannot be started: {e}"));
-        }
-        Self { jobs }
+                    })
+                    .unwrap_or_else(|e| panic!("argon2 thread {i} cannot be started: {e}"));
+                queue
+            })
+            .collect();
+        Self { queues, idle }
     }
 
-    fn run(&self, job: Job) -> Result<(), Error> {
-        self.jobs.send(job).map_err(|_| Error::ServiceUnavailable)
+    /// Hands `job` to an idle thread; `permit` (one per thread) guarantees there is one.
+    fn run(&self, job: Job, permit: OwnedSemaphorePermit) -> Result<(), Error> {
+        let i = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .ok_or(Error::ServiceUnavailable)?;
+        self.queues[i]
+            .send((job, permit))
+            .map_err(|_| Error::ServiceUnavailable)
     }
 }
 
