@@ -130,8 +130,16 @@ pub async fn get(
 /// The update `extend` makes and the conditions it checks, in one statement text per
 /// dialect and key column. Parameters: $1 key, $2 project, $3 now, $4 idle bound,
 /// $5 lifetime bound, $6 wanted expiry, $7 lifetime seconds (NULL: none).
+/// The session columns (as `session_columns!` names them) and the user id, for RETURNING.
+macro_rules! returned_columns {
+    () => {
+        "id AS session_id, started_at, last_accessed_at, expires_at, revoked_at, ip_address, \
+         user_agent, authentication_factors, roles, custom_claims, user_id"
+    };
+}
+
 macro_rules! extend_sessions {
-    ($least:literal, $key:literal, $returning:literal) => {
+    ($least:literal, $key:literal, $returning:expr) => {
         concat!(
             "UPDATE sessions SET last_accessed_at = $3,
                  expires_at = CASE WHEN $7 IS NULL THEN $6 ELSE ",
@@ -164,8 +172,8 @@ macro_rules! extend_postgres {
 /// Touches the session named by `key` and gives it the expiry `extension` describes, if it
 /// is active by `bounds`; returns it (as updated) with its user, durably written. On
 /// Postgres that is one statement, the update joined to the user; SQLite has no data-
-/// modifying CTEs, so there it is the update and a read in one transaction (in-process, no
-/// round trips either way). `None` when no active session matched; the stored
+/// modifying CTEs, so there it is the update (RETURNING the session) and then a read of the
+/// user (in-process, no round trips either way). `None` when no active session matched; the stored
 /// `last_accessed_at` may lag a touch still pending in memory, so the caller then looks again.
 pub async fn extend(
     db: &Db,
@@ -202,28 +210,35 @@ pub async fn extend(
                 .await
         }
         Db::Sqlite(pool) => {
-            let mut tx = pool.begin().await?;
+            // One autocommit statement, so SQLite's write lock is held for the update alone;
+            // the user is read after it (WAL readers do not wait for the writer).
             let q = match key {
                 SessionKey::TokenHash(h) => {
-                    sqlx::query_as(extend_sessions!("min", "token_hash", "id")).bind(&h[..])
+                    sqlx::query_as(extend_sessions!("min", "token_hash", returned_columns!()))
+                        .bind(&h[..])
                 }
-                SessionKey::Id(id) => sqlx::query_as(extend_sessions!("min", "id", "id")).bind(*id),
+                SessionKey::Id(id) => {
+                    sqlx::query_as(extend_sessions!("min", "id", returned_columns!())).bind(*id)
+                }
             };
-            let Some((id,)) = bind_rest!(q, bounds, extension)
-                .fetch_optional(&mut *tx)
+            let Some(Returned { session, user_id }) = bind_rest!(q, bounds, extension)
+                .fetch_optional(pool)
                 .await?
             else {
                 return Ok(None);
             };
-            let found = sqlx::query_as(select_session!("id"))
-                .bind::<Uuid>(id)
-                .bind(project)
-                .fetch_optional(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(found)
+            let user = super::users::get(db, project, user_id).await?;
+            Ok(user.map(|user| SessionWithUser { session, user }))
         }
     }
+}
+
+/// What SQLite's `UPDATE … RETURNING` gives back: the session's columns and its user's id.
+#[derive(sqlx::FromRow)]
+struct Returned {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    user_id: Uuid,
 }
 
 /// A user's sessions that are neither revoked nor past `expires_at`, newest first.
