@@ -372,6 +372,16 @@ async fn revoke_every_session_of_a_user() {
         .error(404, "user_not_found");
 }
 
+/// A new session, authenticated once (a bare touch) nine minutes after it started.
+async fn touched_nine_minutes_in(app: &TestApp) -> Value {
+    let s = app.session(60).await;
+    app.advance(9 * 60);
+    app.authenticate(json!({"session_token": s["session_token"]}))
+        .await
+        .ok();
+    s
+}
+
 #[tokio::test]
 async fn idle_timeout_and_absolute_lifetime() {
     let app = TestApp::new().await;
@@ -412,30 +422,24 @@ async fn idle_timeout_and_absolute_lifetime() {
 
     // Idle for ten minutes: gone, even though expires_at is later. The bare touch (written
     // behind) counts as activity.
-    let s = app.session(60).await;
+    let s = touched_nine_minutes_in(&app).await;
     let token = s["session_token"].as_str().unwrap();
-    app.advance(9 * 60);
-    app.authenticate(json!({"session_token": token})).await.ok();
     app.advance(9 * 60);
     app.authenticate(json!({"session_token": token})).await.ok();
     app.maintain().await;
     app.advance(10 * 60);
-    app.authenticate(json!({"session_token": token}))
-        .await
-        .error(404, "session_not_found");
-    app.authenticate(json!({"session_jwt": s["session_jwt"]}))
-        .await
-        .error(404, "session_not_found");
-    app.authenticate(json!({"session_token": token, "session_duration_minutes": 30}))
-        .await
-        .error(404, "session_not_found");
+    for body in [
+        json!({"session_token": token}),
+        json!({"session_jwt": s["session_jwt"]}),
+        json!({"session_token": token, "session_duration_minutes": 30}),
+    ] {
+        app.authenticate(body).await.error(404, "session_not_found");
+    }
 
     // An extension sees a touch still pending in memory too: the stored last_accessed_at is
     // 18 minutes old, the pending one 9.
-    let s = app.session(60).await;
+    let s = touched_nine_minutes_in(&app).await;
     let token = s["session_token"].as_str().unwrap();
-    app.advance(9 * 60);
-    app.authenticate(json!({"session_token": token})).await.ok();
     app.advance(9 * 60);
     let r = app
         .authenticate(json!({"session_jwt": s["session_jwt"], "session_duration_minutes": 30}))
