@@ -213,20 +213,32 @@ impl Touches {
         }
     }
 
+    /// Writes the pending touches. They stay pending (visible to readers) until written, so
+    /// a read racing with the write never sees the older stored value alone; one touched
+    /// again meanwhile stays for the next flush. A failed write leaves them for the next one.
     pub async fn flush(&self, db: &Db) {
-        let batch = match self.0.lock() {
-            Ok(mut m) if !m.is_empty() => std::mem::take(&mut *m),
-            _ => return,
-        };
         let mut by_instant: HashMap<i64, Vec<Uuid>> = HashMap::new();
-        for (id, at) in &batch {
-            by_instant.entry(*at).or_default().push(*id);
+        match self.0.lock() {
+            Ok(m) => {
+                for (id, at) in m.iter() {
+                    by_instant.entry(*at).or_default().push(*id);
+                }
+            }
+            Err(_) => return,
         }
         for (at, ids) in by_instant {
-            if let Err(e) = store::sessions::touch(db, &ids, at).await {
-                tracing::warn!(error = %e, sessions = ids.len(), "last_accessed_at write-behind failed; requeued");
-                for id in ids {
-                    self.record(id, at);
+            match store::sessions::touch(db, &ids, at).await {
+                Ok(()) => {
+                    if let Ok(mut m) = self.0.lock() {
+                        for id in &ids {
+                            if m.get(id) == Some(&at) {
+                                m.remove(id);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, sessions = ids.len(), "last_accessed_at write-behind failed; will retry");
                 }
             }
         }

@@ -194,3 +194,71 @@ async fn requests_survive_the_database_closing_its_connections() {
         app.get(&format!("/v1/sessions?user_id={user}")).await.ok();
     }
 }
+
+/// A touch stays pending (seen by readers) while its write-behind is in flight, and is
+/// dropped once written; a newer touch recorded meanwhile stays for the next flush. The
+/// flush is held in flight by a transaction that has the session's row locked. Postgres
+/// only: there the waiting flush can be seen (`pg_stat_activity`); the logic under test is
+/// the same for both backends.
+#[tokio::test]
+async fn touches_stay_visible_until_written() {
+    use hallpass::domain::ids::{Kind, ProjectId};
+    use hallpass::store::sessions::{self, SessionKey};
+
+    let app = TestApp::new().await;
+    let Db::Postgres(pg) = &app.db else {
+        return;
+    };
+    let project: ProjectId = app.creds.project_id.parse().unwrap();
+    let s = app.session(60).await;
+    let id = project
+        .parse(Kind::Session, s["session"]["session_id"].as_str().unwrap())
+        .unwrap();
+    let touches = &app.state.touches;
+    touches.record(id, app.now() + 5);
+
+    let mut blocker = pg.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let state = app.state.clone();
+    let flush = tokio::spawn(async move { state.touches.flush(&state.db).await });
+    // Wait (bounded) until the flush's UPDATE is queued behind the lock.
+    let mut waiting = 0i64;
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+        (waiting,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+    }
+    assert_eq!(waiting, 1, "the flush is waiting for the row");
+    assert_eq!(
+        touches.pending(id),
+        Some(app.now() + 5),
+        "pending while in flight"
+    );
+    touches.record(id, app.now() + 9);
+    blocker.commit().await.unwrap();
+    flush.await.unwrap();
+    assert_eq!(
+        touches.pending(id),
+        Some(app.now() + 9),
+        "the newer touch waits"
+    );
+    app.state.touches.flush(&app.db).await;
+    assert_eq!(touches.pending(id), None);
+    let stored = sessions::get(&app.db, project.uuid, &SessionKey::Id(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.session.last_accessed_at, app.now() + 9);
+}
