@@ -121,25 +121,23 @@ def reset_hwm(pid):
         return False
 
 
+# pgbench summary lines: (pattern, result key, type); the first tps pattern that matches wins.
+PGBENCH_FIELDS = [
+    (r"tps = ([0-9.]+) \(without initial connection time\)", "tps", float),
+    (r"tps = ([0-9.]+)", "tps", float),
+    (r"latency average = ([0-9.]+) ms", "latency_avg_ms", float),
+    (r"latency stddev = ([0-9.]+) ms", "latency_stddev_ms", float),
+    (r"number of failed transactions: (\d+)", "failed", int),
+    (r"number of transactions actually processed: (\d+)", "transactions", int),
+]
+
+
 def parse_pgbench(text):
     out = {}
-    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text)
-    if not m:
-        m = re.search(r"tps = ([0-9.]+)", text)
-    if m:
-        out["tps"] = float(m.group(1))
-    m = re.search(r"latency average = ([0-9.]+) ms", text)
-    if m:
-        out["latency_avg_ms"] = float(m.group(1))
-    m = re.search(r"latency stddev = ([0-9.]+) ms", text)
-    if m:
-        out["latency_stddev_ms"] = float(m.group(1))
-    m = re.search(r"number of failed transactions: (\d+)", text)
-    if m:
-        out["failed"] = int(m.group(1))
-    m = re.search(r"number of transactions actually processed: (\d+)", text)
-    if m:
-        out["transactions"] = int(m.group(1))
+    for pattern, key, kind in PGBENCH_FIELDS:
+        m = re.search(pattern, text)
+        if m and key not in out:
+            out[key] = kind(m.group(1))
     return out
 
 

@@ -127,9 +127,6 @@ pub async fn get(
     }
 }
 
-/// The update `extend` makes and the conditions it checks, in one statement text per
-/// dialect and key column. Parameters: $1 key, $2 project, $3 now, $4 idle bound,
-/// $5 lifetime bound, $6 wanted expiry, $7 lifetime seconds (NULL: none).
 /// The session columns (as `session_columns!` names them) and the user id, for RETURNING.
 macro_rules! returned_columns {
     () => {
@@ -138,6 +135,9 @@ macro_rules! returned_columns {
     };
 }
 
+/// The update `extend` makes and the conditions it checks, in one statement text per
+/// dialect and key column. Parameters: $1 key, $2 project, $3 now, $4 idle bound,
+/// $5 lifetime bound, $6 wanted expiry, $7 lifetime seconds (NULL: none).
 macro_rules! extend_sessions {
     ($least:literal, $key:literal, $returning:expr) => {
         concat!(
@@ -173,8 +173,9 @@ macro_rules! extend_postgres {
 /// is active by `bounds`; returns it (as updated) with its user, durably written. On
 /// Postgres that is one statement, the update joined to the user; SQLite has no data-
 /// modifying CTEs, so there it is the update (RETURNING the session) and then a read of the
-/// user (in-process, no round trips either way). `None` when no active session matched; the stored
-/// `last_accessed_at` may lag a touch still pending in memory, so the caller then looks again.
+/// user (in-process, no round trips either way). `None` when no active session matched;
+/// the stored `last_accessed_at` may lag a touch still pending in memory, so the caller then
+/// looks again.
 pub async fn extend(
     db: &Db,
     project: Uuid,
