@@ -34,6 +34,9 @@ pub struct Settings {
     pub schedule: Schedule,
     pub argon2_concurrency: usize,
     pub refresh_interval: Duration,
+    /// Caller verifications allowed per minute per (client address, project), and per project.
+    pub auth_attempts_per_client: u32,
+    pub auth_attempts_per_project: u32,
 }
 
 impl Settings {
@@ -48,6 +51,8 @@ impl Settings {
             },
             argon2_concurrency: c.server.argon2_concurrency,
             refresh_interval: Duration::from_secs(c.keys.refresh_interval_seconds),
+            auth_attempts_per_client: c.server.auth_attempts_per_minute_per_client,
+            auth_attempts_per_project: c.server.auth_attempts_per_minute_per_project,
         }
     }
 }
@@ -90,7 +95,11 @@ impl AppState {
             .unwrap_or_else(|e| panic!("the HTTP client cannot be built: {e}"));
         Self(Arc::new(Inner {
             directory: Directory::new(db.clone(), master.clone(), default_project),
-            callers: CallerCache::new(settings.argon2_concurrency),
+            callers: CallerCache::new(
+                settings.argon2_concurrency,
+                settings.auth_attempts_per_client,
+                settings.auth_attempts_per_project,
+            ),
             touches: Touches::default(),
             metrics: Default::default(),
             db,
@@ -327,7 +336,19 @@ async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Re
 /// left unread poisons the next request on a kept-alive connection.
 async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, state.settings.body_limit).await {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // A declared length over the limit is refused before a byte of the body is read.
+    let read = match declared {
+        Some(n) if n > state.settings.body_limit as u64 => Err(()),
+        _ => axum::body::to_bytes(body, state.settings.body_limit)
+            .await
+            .map_err(|_| ()),
+    };
+    match read {
         Ok(bytes) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
@@ -346,9 +367,8 @@ async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> R
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: crate::server::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::server::serve(listener, router(state), limits, shutdown).await
 }

@@ -155,13 +155,14 @@ fn init_tracing(config: &Config) {
 /// Connects (waiting up to 30 s for a database that is still starting) and migrates.
 pub async fn connect(config: &Config) -> Result<Db, Fatal> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let acquire = Duration::from_millis(config.database.acquire_timeout_ms);
     let db = loop {
         let attempt = match config.database_target() {
             DatabaseTarget::Postgres(url) => {
-                Db::connect_postgres(url.expose(), config.database.max_connections).await
+                Db::connect_postgres(url.expose(), config.database.max_connections, acquire).await
             }
             DatabaseTarget::Sqlite(path) => {
-                Db::connect_sqlite(&path, config.database.max_connections).await
+                Db::connect_sqlite(&path, config.database.max_connections, acquire).await
             }
         };
         match attempt {
@@ -311,8 +312,26 @@ async fn serve(config: Config) -> Result<(), Fatal> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| Fatal(format!("cannot listen on {}: {e}", config.server.listen)))?;
+    // Descriptors kept back from the connection cap: the database connections, argon2
+    // threads, logs and the process's own files.
+    let reserve = 64 + u64::from(config.database.max_connections);
+    let (max_connections, nofile) =
+        crate::server::connection_cap(config.server.max_connections, reserve);
+    let limits = crate::server::Limits {
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
+        idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
+        max_connections,
+        max_header_bytes: config.server.max_header_bytes,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = state.spawn_background(stop_rx);
+    tracing::info!(
+        max_connections,
+        open_file_limit = nofile,
+        header_read_timeout_s = config.server.header_read_timeout_seconds,
+        idle_timeout_s = config.server.idle_timeout_seconds,
+        "connection limits"
+    );
     tracing::info!(
         listen = %config.server.listen,
         database = db.backend(),
@@ -321,7 +340,7 @@ async fn serve(config: Config) -> Result<(), Fatal> {
         "hallpass is serving"
     );
     let state_for_shutdown = state.clone();
-    app::serve(listener, state, shutdown_signal())
+    app::serve(listener, state, limits, shutdown_signal())
         .await
         .map_err(|e| Fatal(format!("server: {e}")))?;
     tracing::info!("shutting down: finishing background work");
@@ -471,13 +490,7 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
         } => {
             let row = admin::get_project(&db, &project_id).await?;
             if revoke_old {
-                let newest = store::projects::active_secrets(&db)
-                    .await?
-                    .into_iter()
-                    .filter(|s| s.project_id == row.id)
-                    .max_by_key(|s| s.created_at)
-                    .ok_or_else(|| Fatal("the project has no active secret".into()))?;
-                let n = store::projects::revoke_secrets_except(&db, row.id, newest.id, now).await?;
+                let n = store::projects::revoke_all_but_newest_secret(&db, row.id, now).await?;
                 println!("revoked {n} older secret(s); only the newest is accepted now");
             } else {
                 let (_, secret) = admin::rotate_secret(&db, row.id, now).await?;

@@ -52,6 +52,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub request_timeout_seconds: u64,
     pub body_limit_bytes: usize,
+    pub header_read_timeout_seconds: u64,
+    pub idle_timeout_seconds: u64,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub auth_attempts_per_minute_per_client: u32,
+    pub auth_attempts_per_minute_per_project: u32,
     pub argon2_concurrency: usize,
 }
 
@@ -60,6 +66,7 @@ pub struct ServerConfig {
 pub struct DatabaseConfig {
     pub url: Secret,
     pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,7 +128,43 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
         "request_timeout_seconds",
         Kind::Int,
     ),
+    (
+        "HALLPASS_HEADER_READ_TIMEOUT_SECONDS",
+        "server",
+        "header_read_timeout_seconds",
+        Kind::Int,
+    ),
+    (
+        "HALLPASS_IDLE_TIMEOUT_SECONDS",
+        "server",
+        "idle_timeout_seconds",
+        Kind::Int,
+    ),
+    (
+        "HALLPASS_MAX_CONNECTIONS",
+        "server",
+        "max_connections",
+        Kind::Int,
+    ),
+    (
+        "HALLPASS_AUTH_ATTEMPTS_PER_MINUTE_PER_CLIENT",
+        "server",
+        "auth_attempts_per_minute_per_client",
+        Kind::Int,
+    ),
+    (
+        "HALLPASS_AUTH_ATTEMPTS_PER_MINUTE_PER_PROJECT",
+        "server",
+        "auth_attempts_per_minute_per_project",
+        Kind::Int,
+    ),
     ("HALLPASS_DATABASE_URL", "database", "url", Kind::Str),
+    (
+        "HALLPASS_DATABASE_ACQUIRE_TIMEOUT_MS",
+        "database",
+        "acquire_timeout_ms",
+        Kind::Int,
+    ),
     (
         "HALLPASS_DATABASE_MAX_CONNECTIONS",
         "database",
@@ -235,6 +278,26 @@ impl Config {
             (
                 "server.argon2_concurrency",
                 self.server.argon2_concurrency as u64,
+            ),
+            (
+                "server.header_read_timeout_seconds",
+                self.server.header_read_timeout_seconds,
+            ),
+            (
+                "server.idle_timeout_seconds",
+                self.server.idle_timeout_seconds,
+            ),
+            (
+                "server.auth_attempts_per_minute_per_client",
+                u64::from(self.server.auth_attempts_per_minute_per_client),
+            ),
+            (
+                "server.auth_attempts_per_minute_per_project",
+                u64::from(self.server.auth_attempts_per_minute_per_project),
+            ),
+            (
+                "database.acquire_timeout_ms",
+                self.database.acquire_timeout_ms,
             ),
             (
                 "database.max_connections",

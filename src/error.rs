@@ -108,14 +108,36 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            // The database is away or saturated: the caller may retry.
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::warn!(error = %e, "database unavailable");
-                Self::ServiceUnavailable
-            }
-            other => Self::Internal(format!("database: {other}")),
+        if is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            return Self::ServiceUnavailable;
         }
+        Self::Internal(format!("database: {e}"))
+    }
+}
+
+/// Whether a database error says the database is away, restarting or saturated, so that the
+/// caller may retry (503), rather than that the statement is wrong (a bug, 500): pool and
+/// connection failures, SQLSTATE classes 08 (connection exception), 57 (operator
+/// intervention: shutting down, starting up, terminated), 53 (insufficient resources) and 40
+/// (serialization failure, deadlock), and SQLite's busy and locked codes.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code();
+            let code = code.as_deref().unwrap_or_default();
+            matches!(code.get(..2), Some("08" | "57" | "53" | "40"))
+                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
+                || matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6))
+                    && code.len() <= 4
+        }
+        _ => false,
     }
 }
 

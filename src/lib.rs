@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod keyring;
 pub mod metrics;
+pub mod server;
 pub mod store;
 
 pub use app::{AppState, Settings, router};

@@ -11,6 +11,9 @@ pub struct Metrics {
     pub jwts_minted: AtomicU64,
     pub argon2_verifications: AtomicU64,
     pub argon2_rejections: AtomicU64,
+    pub caller_cache_hits: AtomicU64,
+    pub caller_rate_limited: AtomicU64,
+    pub caller_refusals: AtomicU64,
     pub key_ring_steps: AtomicU64,
     pub refresh_failures: AtomicU64,
 }
@@ -52,6 +55,21 @@ impl Metrics {
                 "hallpass_argon2_rejections_total",
                 "Callers told to retry because every argon2 slot was busy.",
                 &self.argon2_rejections,
+            ),
+            (
+                "hallpass_caller_cache_hits_total",
+                "Callers recognised from an earlier verification (no argon2).",
+                &self.caller_cache_hits,
+            ),
+            (
+                "hallpass_caller_rate_limited_total",
+                "Caller verifications refused 429 by the per-client or per-project limit.",
+                &self.caller_rate_limited,
+            ),
+            (
+                "hallpass_caller_refusals_total",
+                "Callers refused 401 after verification.",
+                &self.caller_refusals,
             ),
             (
                 "hallpass_key_ring_steps_total",

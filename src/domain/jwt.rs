@@ -76,17 +76,12 @@ struct Header {
 #[derive(Deserialize)]
 struct VerifiedClaims {
     iss: String,
-    aud: Audience,
+    aud: Vec<String>,
     exp: i64,
+    iat: i64,
+    nbf: i64,
     #[serde(rename = "https://stytch.com/session")]
     session: SessionRef,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -106,12 +101,19 @@ fn bad<E>(_: E) -> Error {
     Error::UnparsableJwt
 }
 
-/// Checks a JWT's signature (RS256 only) against the project's published keys, and its
-/// issuer and audience. Expiry is the caller's decision: the API accepts an expired JWT whose
-/// session is still active. Every failure is `unable_to_parse_session_jwt`.
+/// How far in the future a JWT's `nbf` and `iat` may be: clock skew between replicas (JWTs
+/// carry whole seconds, so a replica a fraction of a second behind sees "now + 1").
+pub const CLOCK_SKEW_SECONDS: i64 = 1;
+
+/// Checks a JWT's signature (RS256 only) against the project's published keys, its issuer,
+/// its audience (the array hallpass issues, naming the project), and that it is already valid
+/// (`nbf` and `iat` present and not in the future). Expiry is the caller's decision: the API
+/// accepts an expired JWT whose session is still active, but `exp` must be present. Every
+/// failure is `unable_to_parse_session_jwt`.
 pub fn verify<'k>(
     token: &str,
     project: &ProjectId,
+    now: i64,
     find_key: impl Fn(Uuid) -> Option<&'k PublicKey>,
 ) -> Result<Verified> {
     let mut parts = token.split('.');
@@ -136,11 +138,11 @@ pub fn verify<'k>(
     let claims: VerifiedClaims =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(c).map_err(bad)?).map_err(bad)?;
     let project_id = project.to_string();
-    let audience_ok = match &claims.aud {
-        Audience::One(a) => *a == project_id,
-        Audience::Many(list) => list.contains(&project_id),
-    };
-    if claims.iss != format!("stytch.com/{project_id}") || !audience_ok {
+    if claims.iss != format!("stytch.com/{project_id}")
+        || !claims.aud.contains(&project_id)
+        || claims.nbf > now + CLOCK_SKEW_SECONDS
+        || claims.iat > now + CLOCK_SKEW_SECONDS
+    {
         return Err(Error::UnparsableJwt);
     }
     let session_id = project
@@ -217,7 +219,7 @@ mod tests {
         ] {
             assert!(sc.contains_key(k), "{k}");
         }
-        let v = verify(&jwt, &project, |id| (id == p.id).then_some(&p)).unwrap();
+        let v = verify(&jwt, &project, 1000, |id| (id == p.id).then_some(&p)).unwrap();
         assert_eq!(v.session_id, s.id);
         assert_eq!(v.expires_at, 1100);
     }
@@ -230,15 +232,18 @@ mod tests {
         let jwt = mint(&k, &project, &session(), 1000).unwrap();
         let find = |id: Uuid| (id == p.id).then_some(&p);
         assert!(
-            verify(&jwt, &other, find).is_err(),
+            verify(&jwt, &other, 1000, find).is_err(),
             "kid of another project"
         );
-        assert!(verify(&jwt, &project, |_| None).is_err(), "unknown kid");
+        assert!(
+            verify(&jwt, &project, 1000, |_| None).is_err(),
+            "unknown kid"
+        );
         let mut parts: Vec<&str> = jwt.split('.').collect();
         let forged = URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#);
         parts[1] = &forged;
         assert!(
-            verify(&parts.join("."), &project, find).is_err(),
+            verify(&parts.join("."), &project, 1000, find).is_err(),
             "tampered claims"
         );
         let none_alg = format!(
@@ -246,8 +251,46 @@ mod tests {
             URL_SAFE_NO_PAD.encode(br#"{"alg":"none","kid":"x"}"#),
             jwt.split('.').nth(1).unwrap()
         );
-        assert!(verify(&none_alg, &project, find).is_err());
-        assert!(verify("garbage", &project, find).is_err());
-        assert!(verify("a.b.c.d", &project, find).is_err());
+        assert!(verify(&none_alg, &project, 1000, find).is_err());
+        assert!(verify("garbage", &project, 1000, find).is_err());
+        assert!(verify("a.b.c.d", &project, 1000, find).is_err());
+    }
+
+    #[test]
+    fn verify_requires_iat_nbf_exp_array_aud_and_no_future_nbf() {
+        let project = ProjectId::new(Env::Test);
+        let (k, p) = key(&project);
+        let find = |id: Uuid| (id == p.id).then_some(&p);
+        let pid = project.to_string();
+        let sid = project.id(Kind::Session, Uuid::new_v4());
+        let signed = |claims: Value| k.sign_jwt(&serde_json::to_vec(&claims).unwrap()).unwrap();
+        let base = serde_json::json!({
+            "iss": format!("stytch.com/{pid}"), "aud": [pid], "sub": "u",
+            "iat": 1000, "nbf": 1000, "exp": 1300,
+            "https://stytch.com/session": {"id": sid},
+        });
+        assert!(verify(&signed(base.clone()), &project, 1000, find).is_ok());
+        let with = |key: &str, value: Value| {
+            let mut c = base.clone();
+            c[key] = value;
+            signed(c)
+        };
+        let without = |key: &str| {
+            let mut c = base.clone();
+            c.as_object_mut().unwrap().remove(key);
+            signed(c)
+        };
+        for (what, jwt) in [
+            ("nbf in the future", with("nbf", 1060.into())),
+            ("iat in the future", with("iat", 1060.into())),
+            ("string aud", with("aud", pid.clone().into())),
+            ("no iat", without("iat")),
+            ("no nbf", without("nbf")),
+            ("no exp", without("exp")),
+        ] {
+            assert!(verify(&jwt, &project, 1000, find).is_err(), "{what}");
+        }
+        // Replicas' clocks differ by a fraction of a second: one second of skew is allowed.
+        assert!(verify(&with("nbf", 1001.into()), &project, 1000, find).is_ok());
     }
 }

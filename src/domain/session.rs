@@ -13,6 +13,14 @@ pub const MIN_DURATION_MINUTES: i64 = 5;
 pub const MAX_DURATION_MINUTES: i64 = 527_040;
 pub const MAX_CUSTOM_CLAIMS_BYTES: usize = 4096;
 pub const DEFAULT_ROLE: &str = "stytch_user";
+/// Bounds on what a session stores, so the JWT minted from it always fits in a request that
+/// carries it back (the body limit is 64 KiB): 4096 bytes of claims, at most 16 factors of at
+/// most 1024 bytes of detail each, and the two attributes below make a JWT of at most about
+/// 32 KiB.
+pub const MAX_FACTORS: usize = 16;
+pub const MAX_FACTOR_DETAIL_BYTES: usize = 1024;
+pub const MAX_IP_ADDRESS_CHARS: usize = 64;
+pub const MAX_USER_AGENT_CHARS: usize = 1024;
 
 /// `session_duration_minutes`, valid by construction (5..=527040).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +306,13 @@ impl Factor {
                             field("*_factor")
                         )));
                     }
+                    let size = serde_json::to_vec(value).map_err(Error::internal)?.len();
+                    if size > MAX_FACTOR_DETAIL_BYTES {
+                        return Err(Error::bad_request(format!(
+                            "{} exceeds {MAX_FACTOR_DETAIL_BYTES} bytes",
+                            field(k)
+                        )));
+                    }
                     detail.insert(key.clone(), value.clone());
                 }
                 k => {
@@ -313,20 +328,28 @@ impl Factor {
 }
 
 /// Adds `factor` to a session's list, replacing the entry of the same kind and detail name.
-pub fn add_factor(factors: &mut Vec<Factor>, factor: Factor) {
+/// A session holds at most [`MAX_FACTORS`] distinct factors.
+pub fn add_factor(factors: &mut Vec<Factor>, factor: Factor) -> Result<()> {
     let same = |f: &Factor| {
         f.kind == factor.kind
             && f.delivery_method == factor.delivery_method
             && f.detail.keys().eq(factor.detail.keys())
     };
+    let count = factors.len();
     match factors.iter_mut().find(|f| same(f)) {
         Some(existing) => {
             existing.last_authenticated_at = factor.last_authenticated_at.clone();
             existing.updated_at = factor.updated_at.clone();
             existing.detail = factor.detail;
         }
+        None if count >= MAX_FACTORS => {
+            return Err(Error::bad_request(format!(
+                "the session already has {MAX_FACTORS} authentication factors, the most it may hold"
+            )));
+        }
         None => factors.push(factor),
     }
+    Ok(())
 }
 
 /// A session as the domain sees it.

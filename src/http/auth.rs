@@ -2,14 +2,18 @@
 //! secret per process and remembered by a fast hash of the presented value.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use governor::clock::Clock as _;
+use governor::{Quota, RateLimiter};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
 
@@ -20,53 +24,132 @@ use crate::domain::ids::ProjectId;
 use crate::error::Error;
 use crate::metrics::Metrics;
 
-/// Remembered verifications are forgotten wholesale past this many (a bound on memory that
-/// a stream of distinct valid secrets could otherwise grow).
-const MAX_REMEMBERED: usize = 10_000;
+/// Most verified credentials remembered. Only credentials that matched an active secret are
+/// remembered, so refusals can neither fill this nor flush it; past the bound (more valid
+/// secrets than this), one remembered entry is dropped for each new one.
+const MAX_REMEMBERED: usize = 100_000;
 /// How long a caller waits for an argon2 slot before being told to retry.
 const ARGON2_WAIT: Duration = Duration::from_secs(2);
 
 /// The verification of one set of credentials: the secret row they matched, or `None`.
 type Verdict = Arc<OnceCell<Option<Uuid>>>;
 
+type Limiter<K> = governor::DefaultKeyedRateLimiter<K>;
+
 pub struct CallerCache {
-    /// sha256(project_id ":" secret) → the verification of those credentials: the secret row
-    /// they matched, or `None`. Requests presenting the same credentials while it runs wait
+    /// sha256(project_id ":" secret) → the secret row those credentials matched.
+    verified: Mutex<HashMap<[u8; 32], Uuid>>,
+    /// Verifications under way. Requests presenting the same credentials while one runs wait
     /// for it instead of starting their own, so a burst of new connections costs one argon2
-    /// run, not one each. Refusals are forgotten once settled (a secret added later must be
-    /// able to match).
-    verdicts: Mutex<HashMap<[u8; 32], Verdict>>,
+    /// run, not one each. Removed once settled: bounded by the requests in flight.
+    pending: Mutex<HashMap<[u8; 32], Verdict>>,
+    /// Verifications (argon2 runs) allowed per (client address, project) and per project, so
+    /// that one client, or a crowd aimed at one project, cannot take every argon2 slot.
+    per_client: Limiter<(IpAddr, Uuid)>,
+    per_project: Limiter<Uuid>,
     /// Bounds how many argon2 verifications run at once, so wrong secrets cannot make the
     /// server hash (and hold argon2's memory) without limit: one permit per argon2 thread.
     argon2: Arc<Semaphore>,
     threads: Argon2Threads,
 }
 
+fn per_minute(n: u32) -> Quota {
+    let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+    // A quarter of a minute's allowance may come at once.
+    let burst = NonZeroU32::new((n.get() / 4).max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(n).allow_burst(burst)
+}
+
 impl CallerCache {
-    pub fn new(concurrency: usize) -> Self {
+    pub fn new(concurrency: usize, per_client: u32, per_project: u32) -> Self {
         let concurrency = concurrency.max(1);
         Self {
-            verdicts: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            per_client: RateLimiter::keyed(per_minute(per_client)),
+            per_project: RateLimiter::keyed(per_minute(per_project)),
             argon2: Arc::new(Semaphore::new(concurrency)),
             threads: Argon2Threads::start(concurrency),
         }
     }
 
-    /// The (possibly still running) verification of these credentials.
-    fn verdict(&self, key: [u8; 32]) -> Verdict {
-        let mut map = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_REMEMBERED && !map.contains_key(&key) {
-            map.clear();
+    fn remembered(&self, key: &[u8; 32]) -> Option<Uuid> {
+        let map = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).copied()
+    }
+
+    fn remember(&self, key: [u8; 32], secret: Uuid) {
+        let mut map = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_REMEMBERED
+            && !map.contains_key(&key)
+            && let Some(old) = map.keys().next().copied()
+        {
+            map.remove(&old);
         }
+        map.insert(key, secret);
+    }
+
+    fn forget_verified(&self, key: &[u8; 32]) {
+        let mut map = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(key);
+    }
+
+    /// The (possibly still running) verification of these credentials.
+    fn pending(&self, key: [u8; 32]) -> Verdict {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(key).or_default().clone()
     }
 
-    /// Drops a settled verdict, unless a newer one has replaced it meanwhile.
-    fn forget(&self, key: &[u8; 32], verdict: &Verdict) {
-        let mut map = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+    /// Drops a settled verification, unless a newer one has replaced it meanwhile.
+    fn settled(&self, key: &[u8; 32], verdict: &Verdict) {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if map.get(key).is_some_and(|v| Arc::ptr_eq(v, verdict)) {
             map.remove(key);
         }
+    }
+
+    /// Takes one verification from the caller's and the project's allowances; the error is
+    /// a 429 saying when to retry.
+    fn admit(&self, client: IpAddr, project: Uuid) -> Result<(), Error> {
+        let clock = governor::clock::DefaultClock::default();
+        if self.per_client.len() > 10_000 {
+            self.per_client.retain_recent();
+        }
+        if self.per_project.len() > 10_000 {
+            self.per_project.retain_recent();
+        }
+        let refused = self
+            .per_client
+            .check_key(&(client, project))
+            .err()
+            .or_else(|| self.per_project.check_key(&project).err());
+        match refused {
+            None => Ok(()),
+            Some(not_until) => {
+                let wait = not_until.wait_time_from(clock.now());
+                Err(Error::TooManyRequests(wait.as_secs().max(1)))
+            }
+        }
+    }
+}
+
+/// The address failed verifications are counted against: IPv6 clients by their /64, which
+/// one host typically holds whole.
+fn client_address(parts: &Parts) -> IpAddr {
+    match parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+    {
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(
+                u128::from(v6) & 0xffff_ffff_ffff_ffff_0000_0000_0000_0000,
+            )),
+        },
+        Some(v4) => v4,
+        // In-process callers (tests) have no address.
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
 }
 
@@ -78,6 +161,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let (project_id, secret) = basic_credentials(parts).ok_or(Error::Unauthorized)?;
+        // Unknown projects cost no argon2 run.
         let id: ProjectId = project_id.parse().map_err(|_| Error::Unauthorized)?;
         let project = state
             .directory
@@ -89,19 +173,41 @@ impl FromRequestParts<AppState> for Caller {
         input.push(b':');
         input.extend_from_slice(secret.as_bytes());
         let key = sha256(&input);
+        let active = |secret_id: Uuid| project.secrets.iter().any(|(s, _)| *s == secret_id);
 
-        let verdict = state.callers.verdict(key);
-        let matched = *verdict
-            .get_or_try_init(|| verify(state, &project, secret))
-            .await?;
         // A remembered match holds only while that secret is active (revocation reaches the
         // directory on its next refresh).
-        match matched {
-            Some(secret_id) if project.secrets.iter().any(|(s, _)| *s == secret_id) => {
+        if let Some(secret_id) = state.callers.remembered(&key) {
+            if active(secret_id) {
+                Metrics::inc(&state.metrics.caller_cache_hits);
+                return Ok(Caller(project));
+            }
+            state.callers.forget_verified(&key);
+            return Err(Error::Unauthorized);
+        }
+
+        let client = client_address(parts);
+        let verdict = state.callers.pending(key);
+        let outcome = verdict
+            .get_or_try_init(|| async {
+                state
+                    .callers
+                    .admit(client, project.id.uuid)
+                    .inspect_err(|_| {
+                        Metrics::inc(&state.metrics.caller_rate_limited);
+                    })?;
+                verify(state, &project, secret).await
+            })
+            .await
+            .copied();
+        state.callers.settled(&key, &verdict);
+        match outcome? {
+            Some(secret_id) if active(secret_id) => {
+                state.callers.remember(key, secret_id);
                 Ok(Caller(project))
             }
             _ => {
-                state.callers.forget(&key, &verdict);
+                Metrics::inc(&state.metrics.caller_refusals);
                 Err(Error::Unauthorized)
             }
         }

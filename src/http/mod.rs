@@ -54,21 +54,96 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        bytes
+    let bytes: &[u8] = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => b"{}",
+        Some(b'{') => bytes,
+        Some(_) => return Err(Error::bad_request("request body must be a JSON object")),
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if matches!(path.as_str(), "." | "?" | "") {
-            Error::bad_request(format!("request body is not valid JSON: {inner}"))
-        } else {
-            Error::bad_request(format!("{path}: {inner}"))
-        }
-    })
+    let parsed = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if matches!(path.as_str(), "." | "?" | "") {
+                Error::bad_request(format!("request body is not valid JSON: {inner}"))
+            } else {
+                Error::bad_request(format!("{path}: {inner}"))
+            }
+        })
+        .and_then(|v| {
+            de.end().map(|()| v).map_err(|e| {
+                Error::bad_request(format!("request body has data after the JSON value: {e}"))
+            })
+        })?;
+    // Postgres text cannot hold U+0000, so neither backend stores it: refused wherever it is.
+    // JSON can only spell it as an escape; the tree is walked only when one appears.
+    if memchr_escape_nul(bytes)
+        && let Ok(tree) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(path) = nul_path(&tree)
+    {
+        return Err(Error::bad_request(format!(
+            "{path}: must not contain the NUL character (\\u0000)"
+        )));
+    }
+    Ok(parsed)
+}
+
+fn memchr_escape_nul(bytes: &[u8]) -> bool {
+    bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+}
+
+/// The path of the first key or string value holding U+0000 (`name.first_name`, `a[2]`).
+fn nul_path(v: &serde_json::Value) -> Option<String> {
+    nul_segments(v).map(|p| p.strip_prefix('.').map(str::to_string).unwrap_or(p))
+}
+
+fn nul_segments(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.contains('\0') => Some(String::new()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_segments(item).map(|p| format!("[{i}]{p}"))),
+        Value::Object(map) => map.iter().find_map(|(k, item)| {
+            if k.contains('\0') {
+                Some(format!(".{}", k.escape_debug()))
+            } else {
+                nul_segments(item).map(|p| format!(".{k}{p}"))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// For a field holding a nested object: only a JSON object (or null) is accepted. A derived
+/// struct would also take an array, its fields by position, which no client means.
+pub fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::Deserialize;
+    use serde::de::Error as _;
+    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)? {
+        None => Ok(None),
+        Some(map) => serde_path_to_error::deserialize(serde_json::Value::Object(map))
+            .map(Some)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                D::Error::custom(format!("{path}: {}", e.into_inner()))
+            }),
+    }
+}
+
+/// Refuses a path or query value holding U+0000 (see `parse_json`).
+fn refuse_nul(what: &str, text: &str) -> Result<(), Error> {
+    if text.contains('\0') {
+        return Err(Error::bad_request(format!(
+            "{what}: must not contain the NUL character"
+        )));
+    }
+    Ok(())
 }
 
 /// A path segment; a malformed one (bad percent-encoding) is a 400 in our shape.
@@ -80,8 +155,8 @@ impl<S: Send + Sync> FromRequestParts<S> for PathText {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
         axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
-            .map(|p| PathText(p.0))
             .map_err(|e| Error::bad_request(format!("path: {}", e.body_text())))
+            .and_then(|p| refuse_nul("path", &p.0).map(|()| PathText(p.0)))
     }
 }
 
@@ -92,6 +167,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let raw = parts.uri.query().unwrap_or_default();
+        if raw.contains('\0') || raw.to_ascii_lowercase().contains("%00") {
+            // Names the parameter, as the body check names the field.
+            let name = raw
+                .split('&')
+                .find(|p| p.to_ascii_lowercase().contains("%00"))
+                .and_then(|p| p.split('=').next())
+                .unwrap_or("query");
+            refuse_nul(name, "\0")?;
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))

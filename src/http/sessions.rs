@@ -18,7 +18,8 @@ use crate::domain::crypto::{OpaqueToken, hash_token};
 use crate::domain::ids::{self, Kind};
 use crate::domain::jwt;
 use crate::domain::session::{
-    DEFAULT_ROLE, Factor, Session, SessionDuration, SessionView, add_factor, merge_custom_claims,
+    DEFAULT_ROLE, Factor, MAX_FACTORS, MAX_IP_ADDRESS_CHARS, MAX_USER_AGENT_CHARS, Session,
+    SessionDuration, SessionView, add_factor, merge_custom_claims,
 };
 use crate::error::{Error, Result};
 use crate::store::sessions::{SessionKey, SessionWithUser};
@@ -148,13 +149,14 @@ fn session_key(
     project: &Project,
     token: Option<&str>,
     session_jwt: Option<&str>,
+    now: i64,
 ) -> Result<SessionKey> {
     match (token, session_jwt) {
         (None, None) => Err(Error::NoSessionArguments),
         (Some(_), Some(_)) => Err(Error::TooManySessionArguments),
         (Some(t), None) => Ok(SessionKey::TokenHash(hash_token(t))),
         (None, Some(j)) => {
-            let verified = jwt::verify(j, &project.id, |kid| project.ring.find(kid))?;
+            let verified = jwt::verify(j, &project.id, now, |kid| project.ring.find(kid))?;
             Ok(SessionKey::Id(verified.session_id))
         }
     }
@@ -167,7 +169,7 @@ pub async fn find(
     token: Option<&str>,
     session_jwt: Option<&str>,
 ) -> Result<(Session, UserRow)> {
-    let key = session_key(project, token, session_jwt)?;
+    let key = session_key(project, token, session_jwt, state.clock.now())?;
     lookup(state, project, &key).await
 }
 
@@ -228,46 +230,80 @@ async fn extend(
 /// Authenticates an existing session: touches it, applies a new duration, merges claims,
 /// records a factor, and mints a fresh JWT. Changes other than the touch are durable before
 /// this returns; a bare touch is written behind (at most a second later).
+///
+/// A change is computed from the stored row while it is locked and written before the lock
+/// is released (`store::sessions::lock`), never from the copy `found` read earlier: two
+/// requests merging different claims into one session must both be kept, and a shortened
+/// expiry must not be undone by a claim update that read the session before it.
 pub async fn resume(
     state: &AppState,
     project: &Project,
-    (mut session, user): (Session, UserRow),
+    (session, user): (Session, UserRow),
     session_token: String,
     duration: Option<SessionDuration>,
     claims: Option<&Map<String, Value>>,
     factor: Option<Factor>,
 ) -> Result<Authenticated> {
     let now = state.clock.now();
-    session.last_accessed_at = now;
-    let mut durable = false;
-    if let Some(d) = duration {
-        session.expires_at = project.policy.expiry(session.started_at, now, d);
-        durable = true;
-    }
-    if let Some(patch) = claims {
-        let merged = merge_custom_claims(&session.custom_claims, patch)?;
-        durable |= merged != session.custom_claims;
-        session.custom_claims = merged;
-    }
-    if let Some(f) = factor {
-        add_factor(&mut session.factors, f);
-        durable = true;
-    }
-    let session_jwt = mint(state, project, &session, now)?;
-    if durable {
-        if !store::sessions::save_authentication(&state.db, &session_to_row(&session)?).await? {
+    let session = if duration.is_none() && claims.is_none() && factor.is_none() {
+        touched(state, session, now)
+    } else {
+        let locked = store::sessions::lock(&state.db, project.id.uuid, session.id)
+            .await?
+            .ok_or(Error::SessionNotFound)?;
+        let mut current = session_from_row(locked.row.clone(), user.user_id)?;
+        current.roles = session.roles;
+        if let Some(at) = state.touches.pending(current.id) {
+            current.last_accessed_at = current.last_accessed_at.max(at);
+        }
+        if !project.policy.is_active(&current.times(), now) {
             return Err(Error::SessionNotFound);
         }
-        state.touches.forget(session.id);
-    } else {
-        state.touches.record(session.id, now);
-    }
+        let before = (
+            current.expires_at,
+            current.custom_claims.clone(),
+            current.factors.clone(),
+        );
+        current.last_accessed_at = now;
+        if let Some(d) = duration {
+            current.expires_at = project.policy.expiry(current.started_at, now, d);
+        }
+        if let Some(patch) = claims {
+            current.custom_claims = merge_custom_claims(&current.custom_claims, patch)?;
+        }
+        if let Some(f) = factor {
+            add_factor(&mut current.factors, f)?;
+        }
+        if before
+            == (
+                current.expires_at,
+                current.custom_claims.clone(),
+                current.factors.clone(),
+            )
+        {
+            // Nothing durable changed: release the lock and write the touch behind.
+            drop(locked);
+            touched(state, current, now)
+        } else {
+            locked.save(&session_to_row(&current)?).await?;
+            state.touches.forget(current.id);
+            current
+        }
+    };
+    let session_jwt = mint(state, project, &session, now)?;
     Ok(Authenticated {
         session,
         session_token,
         session_jwt,
         user,
     })
+}
+
+/// A session authenticated at `now` with nothing else changed: the touch is written behind.
+fn touched(state: &AppState, mut session: Session, now: i64) -> Session {
+    session.last_accessed_at = now;
+    state.touches.record(session.id, now);
+    session
 }
 
 #[derive(Deserialize)]
@@ -285,7 +321,12 @@ async fn authenticate(
 ) -> Result<Response> {
     let token = present(&req.session_token);
     let duration = SessionDuration::parse_optional(req.session_duration_minutes)?;
-    let key = session_key(&project, token, present(&req.session_jwt))?;
+    let key = session_key(
+        &project,
+        token,
+        present(&req.session_jwt),
+        state.clock.now(),
+    )?;
     // Authenticated by JWT, the response carries no token (the server never stores it).
     let presented = token.unwrap_or_default().to_string();
     let claims = req.session_custom_claims.as_ref();
@@ -305,6 +346,7 @@ pub struct CreateRequest {
     session_duration_minutes: Option<i64>,
     authentication_factors: Option<Vec<Map<String, Value>>>,
     session_custom_claims: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "super::object")]
     attributes: Option<AttributesRequest>,
 }
 
@@ -332,6 +374,11 @@ async fn create(
         .ok_or_else(|| {
             Error::bad_request("authentication_factors is required and must not be empty")
         })?;
+    if raw.len() > MAX_FACTORS {
+        return Err(Error::bad_request(format!(
+            "authentication_factors: at most {MAX_FACTORS} factors"
+        )));
+    }
     let now = state.clock.now();
     let factors = raw
         .iter()
@@ -340,6 +387,16 @@ async fn create(
         .collect::<Result<Vec<_>>>()?;
     let user = super::users::resolve(&state, &project, &req.user_id).await?;
     let attrs = req.attributes.unwrap_or_default();
+    if attrs.ip_address.chars().count() > MAX_IP_ADDRESS_CHARS {
+        return Err(Error::bad_request(format!(
+            "attributes.ip_address: at most {MAX_IP_ADDRESS_CHARS} characters"
+        )));
+    }
+    if attrs.user_agent.chars().count() > MAX_USER_AGENT_CHARS {
+        return Err(Error::bad_request(format!(
+            "attributes.user_agent: at most {MAX_USER_AGENT_CHARS} characters"
+        )));
+    }
     let done = start(
         &state,
         &project,
@@ -452,7 +509,7 @@ async fn revoke(
     } else {
         // An expired JWT with a valid signature still names its session.
         let j = present(&req.session_jwt).unwrap_or_default();
-        jwt::verify(j, &project.id, |kid| project.ring.find(kid))?.session_id
+        jwt::verify(j, &project.id, now, |kid| project.ring.find(kid))?.session_id
     };
     if !store::sessions::revoke(&state.db, project.id.uuid, session_id, now).await? {
         return Err(Error::SessionNotFound);

@@ -16,7 +16,8 @@ use crate::app::AppState;
 use crate::directory::Project;
 use crate::domain::ids::{self, Kind};
 use crate::error::{Error, Result};
-use crate::store::{self, is_unique_violation, users::UserRow};
+use crate::store::users::{UserPatch, UserRow};
+use crate::store::{self, is_unique_violation};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -46,6 +47,7 @@ struct NameRequest {
 #[derive(Deserialize)]
 struct CreateRequest {
     email: Option<String>,
+    #[serde(default, deserialize_with = "super::object")]
     name: Option<NameRequest>,
     trusted_metadata: Option<Map<String, Value>>,
     untrusted_metadata: Option<Map<String, Value>>,
@@ -156,6 +158,7 @@ async fn read(
 
 #[derive(Deserialize)]
 struct UpdateRequest {
+    #[serde(default, deserialize_with = "super::object")]
     name: Option<NameRequest>,
     trusted_metadata: Option<Map<String, Value>>,
     untrusted_metadata: Option<Map<String, Value>>,
@@ -177,32 +180,35 @@ async fn update(
     PathText(user_id): PathText,
     Json(req): Json<UpdateRequest>,
 ) -> Result<Response> {
-    let mut user = resolve(&state, &project, &user_id).await?;
-    if let Some(name) = req.name {
-        if let Some(v) = name.first_name {
-            user.first_name = v;
+    let found = resolve(&state, &project, &user_id).await?;
+    let name = req.name.unwrap_or_default();
+    let patch = UserPatch {
+        first_name: name.first_name,
+        middle_name: name.middle_name,
+        last_name: name.last_name,
+        trusted_metadata: req
+            .trusted_metadata
+            .map(|m| metadata(Some(m)))
+            .transpose()?,
+        untrusted_metadata: req
+            .untrusted_metadata
+            .map(|m| metadata(Some(m)))
+            .transpose()?,
+        external_id: match req.external_id {
+            Some(v) => Some(external_id(Some(v))?),
+            None => None,
+        },
+    };
+    let user = match store::users::update(&state.db, project.id.uuid, found.user_id, &patch).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(Error::UserNotFound),
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::bad_request(
+                "external_id is already used by another user of this project",
+            ));
         }
-        if let Some(v) = name.middle_name {
-            user.middle_name = v;
-        }
-        if let Some(v) = name.last_name {
-            user.last_name = v;
-        }
-    }
-    if req.trusted_metadata.is_some() {
-        user.trusted_metadata = metadata(req.trusted_metadata)?;
-    }
-    if req.untrusted_metadata.is_some() {
-        user.untrusted_metadata = metadata(req.untrusted_metadata)?;
-    }
-    if req.external_id.is_some() {
-        user.external_id = external_id(req.external_id)?;
-    }
-    match store::users::update(&state.db, project.id.uuid, &user).await {
-        Ok(true) => {}
-        Ok(false) => return Err(Error::UserNotFound),
-        Err(e) => return Err(duplicate(&state, &project, &user, e).await),
-    }
+        Err(e) => return Err(e.into()),
+    };
     Ok(render(UpdateBody {
         user_id: project.id.id(Kind::User, user.user_id),
         emails: views::emails(&project.id, &user),

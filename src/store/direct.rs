@@ -19,11 +19,10 @@ use tokio::sync::Semaphore;
 /// A statement's future, borrowing the connection it runs on.
 pub type Statement<'c, T> = Pin<Box<dyn Future<Output = sqlx::Result<T>> + Send + 'c>>;
 
-/// How long a statement waits for a free connection, and for a new one to open.
-const WAIT: Duration = Duration::from_secs(5);
-
 pub struct Direct {
     options: PgConnectOptions,
+    /// How long a statement waits for a free connection, and for a new one to open.
+    wait: Duration,
     idle: Mutex<Vec<PgConnection>>,
     slots: Semaphore,
 }
@@ -39,16 +38,17 @@ impl fmt::Debug for Direct {
 
 impl Direct {
     /// At most `size` connections, opened when first needed.
-    pub fn new(options: PgConnectOptions, size: u32) -> Self {
+    pub fn new(options: PgConnectOptions, size: u32, wait: Duration) -> Self {
         Self {
             options,
+            wait,
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(size.max(1) as usize),
         }
     }
 
     async fn connect(&self) -> sqlx::Result<PgConnection> {
-        tokio::time::timeout(WAIT, self.options.connect())
+        tokio::time::timeout(self.wait, self.options.connect())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
     }
@@ -59,7 +59,7 @@ impl Direct {
         &self,
         statement: impl for<'c> Fn(&'c mut PgConnection) -> Statement<'c, T>,
     ) -> sqlx::Result<T> {
-        let _slot = tokio::time::timeout(WAIT, self.slots.acquire())
+        let _slot = tokio::time::timeout(self.wait, self.slots.acquire())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;

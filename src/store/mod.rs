@@ -89,11 +89,20 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0002_sessions_fillfactor.sql"),
         include_str!("../../migrations/sqlite/0002_sessions_fillfactor.sql"),
     ),
+    (
+        "0003_secret_order",
+        include_str!("../../migrations/postgres/0003_secret_order.sql"),
+        include_str!("../../migrations/sqlite/0003_secret_order.sql"),
+    ),
 ];
 
 impl Db {
     /// `max_connections` in all: half for authenticate's statements, half for the pool.
-    pub async fn connect_postgres(url: &str, max_connections: u32) -> sqlx::Result<Self> {
+    pub async fn connect_postgres(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> sqlx::Result<Self> {
         let options = PgConnectOptions::from_str(url)?;
         let direct = (max_connections / 2).max(1);
         // The pool keeps sqlx's test of each connection before use: the statements that go
@@ -101,16 +110,20 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.saturating_sub(direct).max(1))
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(acquire_timeout)
             .connect_with(options.clone())
             .await?;
         Ok(Db::Postgres(Pg {
             pool,
-            direct: Arc::new(Direct::new(options, direct)),
+            direct: Arc::new(Direct::new(options, direct, acquire_timeout)),
         }))
     }
 
-    pub async fn connect_sqlite(path: &Path, max_connections: u32) -> sqlx::Result<Self> {
+    pub async fn connect_sqlite(
+        path: &Path,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> sqlx::Result<Self> {
         // WAL lets readers run beside the writer. synchronous=FULL makes every commit durable
         // before we answer (creates, extensions and revocations must survive a power cut);
         // under WAL that costs one fsync of the log per commit, not a rewrite of the file.
@@ -128,7 +141,7 @@ impl Db {
         // a message to the connection's thread and back.
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.clamp(1, 4))
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(acquire_timeout.max(Duration::from_secs(5)))
             .test_before_acquire(false)
             .connect_with(options)
             .await?;

@@ -101,24 +101,21 @@ pub async fn insert_secret(
 /// Every secret not revoked, of every project.
 pub async fn active_secrets(db: &Db) -> sqlx::Result<Vec<SecretRow>> {
     with_db!(db, pool => sqlx::query_as(
-        "SELECT id, project_id, secret_hash, created_at FROM project_secrets WHERE revoked_at IS NULL ORDER BY created_at DESC",
+        "SELECT id, project_id, secret_hash, created_at FROM project_secrets WHERE revoked_at IS NULL ORDER BY seq DESC",
     )
     .fetch_all(pool)
     .await)
 }
 
-/// Revokes every secret of `project` but `keep`; returns how many.
-pub async fn revoke_secrets_except(
-    db: &Db,
-    project: Uuid,
-    keep: Uuid,
-    now: i64,
-) -> sqlx::Result<u64> {
+/// Revokes every active secret of `project` but the newest (by insertion order, not by
+/// timestamp); returns how many. One statement, so the newest is decided where it is kept.
+pub async fn revoke_all_but_newest_secret(db: &Db, project: Uuid, now: i64) -> sqlx::Result<u64> {
     with_db!(db, pool => sqlx::query(
-        "UPDATE project_secrets SET revoked_at = $3 WHERE project_id = $1 AND id <> $2 AND revoked_at IS NULL",
+        "UPDATE project_secrets SET revoked_at = $2
+         WHERE project_id = $1 AND revoked_at IS NULL
+           AND seq < (SELECT MAX(seq) FROM project_secrets WHERE project_id = $1 AND revoked_at IS NULL)",
     )
     .bind(project)
-    .bind(keep)
     .bind(now)
     .execute(pool)
     .await

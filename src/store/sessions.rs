@@ -261,22 +261,77 @@ pub async fn live_for_user(
     .await)
 }
 
-/// Writes what an authentication changed. Guarded on `revoked_at IS NULL` so that a
-/// revocation racing with it wins; `false` when the session was revoked meanwhile.
-pub async fn save_authentication(db: &Db, s: &SessionRow) -> sqlx::Result<bool> {
-    let n = with_db!(db, pool => sqlx::query(
-        "UPDATE sessions SET last_accessed_at = $2, expires_at = $3, authentication_factors = $4, custom_claims = $5
-         WHERE id = $1 AND revoked_at IS NULL",
-    )
-    .bind(s.session_id)
-    .bind(s.last_accessed_at)
-    .bind(s.expires_at)
-    .bind(&s.authentication_factors)
-    .bind(&s.custom_claims)
-    .execute(pool)
-    .await?
-    .rows_affected());
-    Ok(n == 1)
+/// A session row held for a read-modify-write: Postgres holds its row lock (`FOR UPDATE`),
+/// SQLite the database's write lock (`BEGIN IMMEDIATE`: a deferred transaction that later
+/// writes can fail with SQLITE_BUSY instead of waiting). Whatever a request changes in it is
+/// computed from this row and written back before the lock is released, so concurrent
+/// changes apply one after another and none is lost. Dropping it rolls back.
+pub struct Locked {
+    tx: super::Tx,
+    pub row: SessionRow,
+    pub user_id: Uuid,
+}
+
+/// Locks the session `id` of `project` (revoked and expired ones included; the caller
+/// applies the policy). `None` when there is no such session.
+pub async fn lock(db: &Db, project: Uuid, id: Uuid) -> sqlx::Result<Option<Locked>> {
+    // The dialects differ on purpose: SQLite has no row locks (`FOR UPDATE` is a syntax
+    // error there), its transaction already excludes every other writer.
+    const PG: &str = concat!(
+        "SELECT ",
+        returned_columns!(),
+        " FROM sessions WHERE id = $1 AND project_id = $2 FOR UPDATE"
+    );
+    const LITE: &str = concat!(
+        "SELECT ",
+        returned_columns!(),
+        " FROM sessions WHERE id = $1 AND project_id = $2"
+    );
+    let (tx, found): (super::Tx, Option<Returned>) = match db {
+        Db::Postgres(pg) => {
+            let mut tx = pg.pool.begin().await?;
+            let found = sqlx::query_as(PG)
+                .bind(id)
+                .bind(project)
+                .fetch_optional(&mut *tx)
+                .await?;
+            (super::Tx::Postgres(tx), found)
+        }
+        Db::Sqlite(pool) => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let found = sqlx::query_as(LITE)
+                .bind(id)
+                .bind(project)
+                .fetch_optional(&mut *tx)
+                .await?;
+            (super::Tx::Sqlite(tx), found)
+        }
+    };
+    Ok(found.map(|Returned { session, user_id }| Locked {
+        tx,
+        row: session,
+        user_id,
+    }))
+}
+
+impl Locked {
+    /// Writes what an authentication changed and releases the lock.
+    pub async fn save(mut self, s: &SessionRow) -> sqlx::Result<()> {
+        crate::with_tx!(&mut self.tx, c => sqlx::query(
+            "UPDATE sessions SET last_accessed_at = $2, expires_at = $3, authentication_factors = $4,
+                                 custom_claims = $5
+             WHERE id = $1",
+        )
+        .bind(s.session_id)
+        .bind(s.last_accessed_at)
+        .bind(s.expires_at)
+        .bind(&s.authentication_factors)
+        .bind(&s.custom_claims)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())?);
+        self.tx.commit().await
+    }
 }
 
 /// Moves `last_accessed_at` forward for many sessions at once (the write-behind touch), in

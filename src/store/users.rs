@@ -90,25 +90,50 @@ pub async fn find_by_email(db: &Db, project: Uuid, email: &str) -> sqlx::Result<
     .await)
 }
 
-/// Writes the updatable fields (name, metadata, external id).
-pub async fn update(db: &Db, project: Uuid, u: &UserRow) -> sqlx::Result<bool> {
-    let n = with_db!(db, pool => sqlx::query(
-        "UPDATE users SET external_id = $3, first_name = $4, middle_name = $5, last_name = $6,
-                          trusted_metadata = $7, untrusted_metadata = $8
-         WHERE project_id = $1 AND id = $2",
+/// What `PUT /v1/users/{id}` changes: each `Some` field is written, the others keep their
+/// stored value (`external_id: Some(None)` clears it).
+#[derive(Debug, Default)]
+pub struct UserPatch {
+    pub first_name: Option<String>,
+    pub middle_name: Option<String>,
+    pub last_name: Option<String>,
+    pub trusted_metadata: Option<String>,
+    pub untrusted_metadata: Option<String>,
+    pub external_id: Option<Option<String>>,
+}
+
+/// Applies `patch` in one statement and returns the user as updated (`None`: no such user).
+/// Each field is written only when given, so concurrent updates of different fields are
+/// all kept.
+pub async fn update(
+    db: &Db,
+    project: Uuid,
+    id: Uuid,
+    patch: &UserPatch,
+) -> sqlx::Result<Option<UserRow>> {
+    with_db!(db, pool => sqlx::query_as(
+        "UPDATE users SET first_name = COALESCE($3, first_name),
+                          middle_name = COALESCE($4, middle_name),
+                          last_name = COALESCE($5, last_name),
+                          trusted_metadata = COALESCE($6, trusted_metadata),
+                          untrusted_metadata = COALESCE($7, untrusted_metadata),
+                          external_id = CASE WHEN $8 THEN $9 ELSE external_id END
+         WHERE project_id = $1 AND id = $2
+         RETURNING id AS user_id, external_id, email_id, email, email_verified, first_name,
+                   middle_name, last_name, trusted_metadata, untrusted_metadata,
+                   created_at AS user_created_at",
     )
     .bind(project)
-    .bind(u.user_id)
-    .bind(&u.external_id)
-    .bind(&u.first_name)
-    .bind(&u.middle_name)
-    .bind(&u.last_name)
-    .bind(&u.trusted_metadata)
-    .bind(&u.untrusted_metadata)
-    .execute(pool)
-    .await?
-    .rows_affected());
-    Ok(n == 1)
+    .bind(id)
+    .bind(&patch.first_name)
+    .bind(&patch.middle_name)
+    .bind(&patch.last_name)
+    .bind(&patch.trusted_metadata)
+    .bind(&patch.untrusted_metadata)
+    .bind(patch.external_id.is_some())
+    .bind(patch.external_id.clone().flatten())
+    .fetch_optional(pool)
+    .await)
 }
 
 /// Deletes the user; its sessions and magic links go with it (ON DELETE CASCADE).

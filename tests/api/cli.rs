@@ -64,11 +64,17 @@ impl Cli {
 
     async fn db(&self) -> Db {
         if self.url.starts_with("postgres") {
-            Db::connect_postgres(&self.url, 2).await.unwrap()
-        } else {
-            Db::connect_sqlite(std::path::Path::new(&self.url), 2)
+            Db::connect_postgres(&self.url, 2, std::time::Duration::from_secs(5))
                 .await
                 .unwrap()
+        } else {
+            Db::connect_sqlite(
+                std::path::Path::new(&self.url),
+                2,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .unwrap()
         }
     }
 
@@ -80,6 +86,8 @@ impl Cli {
             schedule: crate::harness::schedule(),
             argon2_concurrency: 2,
             refresh_interval: Duration::from_secs(1),
+            auth_attempts_per_client: 60,
+            auth_attempts_per_project: 600,
         };
         let state = AppState::new(
             self.db().await,

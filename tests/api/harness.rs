@@ -125,16 +125,20 @@ pub async fn fresh_postgres_database(url: &str) -> String {
 pub async fn fresh_db() -> (Db, Option<TempDir>) {
     match postgres_url() {
         Some(url) => {
-            let db = Db::connect_postgres(&fresh_postgres_database(&url).await, 8)
-                .await
-                .unwrap();
+            let db = Db::connect_postgres(
+                &fresh_postgres_database(&url).await,
+                8,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
             db.migrate().await.unwrap();
             (db, None)
         }
         _ => {
             let dir = std::env::temp_dir().join(format!("hallpass-test-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&dir).unwrap();
-            let db = Db::connect_sqlite(&dir.join("hallpass.db"), 4)
+            let db = Db::connect_sqlite(&dir.join("hallpass.db"), 4, Duration::from_secs(5))
                 .await
                 .unwrap();
             db.migrate().await.unwrap();
@@ -158,6 +162,8 @@ impl TestApp {
             schedule,
             argon2_concurrency: 2,
             refresh_interval: Duration::from_secs(1),
+            auth_attempts_per_client: 60,
+            auth_attempts_per_project: 600,
         };
         let project_id = format!("project-test-{}", uuid::Uuid::new_v4());
         let secret = "a-test-secret-that-is-long-enough-0123456789".to_string();

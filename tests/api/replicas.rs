@@ -296,7 +296,7 @@ async fn replicas_rotate_together_and_no_cached_verifier_meets_an_unknown_kid() 
 
     // Exactly one new key per rotation step: every key ever created is in the table (retired
     // keys are kept an hour here): one current, at most one waiting, the rest retired.
-    let db = hallpass::store::Db::connect_postgres(&db_url, 2)
+    let db = hallpass::store::Db::connect_postgres(&db_url, 2, std::time::Duration::from_secs(5))
         .await
         .unwrap();
     let rows: Vec<(String,)> = hallpass::with_db!(&db, p => sqlx::query_as("SELECT state FROM signing_keys").fetch_all(p).await.unwrap());
