@@ -123,4 +123,13 @@ async fn userinfo_email(client: &reqwest::Client, url: &str, token: &str) -> Res
         .filter(|e| !e.is_empty())
         .map(str::to_string)
         .ok_or_else(|| unexpected("the userinfo response has no email".into()))
+        .and_then(|e| {
+            if e.contains('\0') || e.len() > 254 {
+                Err(unexpected(
+                    "the userinfo response's email is not an email address".into(),
+                ))
+            } else {
+                Ok(e)
+            }
+        })
 }

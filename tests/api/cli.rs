@@ -381,3 +381,39 @@ async fn sqlite_keeps_its_generated_master_key_and_refuses_to_lose_it() {
     );
     assert!(!key_file.exists());
 }
+
+#[tokio::test]
+async fn revoke_old_keeps_exactly_the_newest_secret_even_within_one_second() {
+    let cli = Cli::new().await;
+    let created: Value =
+        serde_json::from_str(&cli.ok(&["project", "create", "--name", "a", "--json"])).unwrap();
+    let id = created["project_id"].as_str().unwrap().to_string();
+    let db = cli.db().await;
+    let project: hallpass::domain::ids::ProjectId = id.parse().unwrap();
+    // Three secrets stamped with the same second, the last one made last.
+    let mut secrets = Vec::new();
+    for _ in 0..3 {
+        let (_, s) = hallpass::admin::rotate_secret(&db, project.uuid, 1_800_000_000)
+            .await
+            .unwrap();
+        secrets.push(s.expose().to_string());
+    }
+    cli.ok(&["project", "rotate-secret", &id, "--revoke-old"]);
+    let state = cli.app().await;
+    let newest = secrets.pop().unwrap();
+    assert_eq!(
+        status_with(&state, &id, &newest).await,
+        404,
+        "the newest works"
+    );
+    for old in secrets
+        .iter()
+        .chain([created["secret"].as_str().unwrap().to_string()].iter())
+    {
+        assert_eq!(
+            status_with(&state, &id, old).await,
+            401,
+            "an older one is revoked"
+        );
+    }
+}

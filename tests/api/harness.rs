@@ -189,6 +189,15 @@ impl TestApp {
         self._dir.as_ref().map(|d| d.0.as_path())
     }
 
+    /// The Basic authorization header value of the test project.
+    pub fn basic(&self) -> String {
+        let c = &self.creds;
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("{}:{}", c.project_id, c.secret))
+        )
+    }
+
     pub fn now(&self) -> i64 {
         self.clock.load(Ordering::SeqCst)
     }

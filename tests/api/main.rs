@@ -5,6 +5,8 @@
 mod harness;
 
 mod cli;
+mod contention;
+mod input;
 mod isolation;
 mod jwks;
 mod jwt;

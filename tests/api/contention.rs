@@ -1,0 +1,152 @@
+//! Concurrent changes to one row, run many times on both backends: nothing a 200 acknowledged
+//! may be lost, and no change may be undone by a request that read the row before it.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::harness::{TestApp, decode_jwt};
+
+/// Runs `n` copies of `request(i)` at once and returns their responses in index order.
+async fn at_once<F, Fut>(app: &Arc<TestApp>, n: usize, request: F) -> Vec<crate::harness::Response>
+where
+    F: Fn(Arc<TestApp>, usize) -> Fut,
+    Fut: Future<Output = crate::harness::Response> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let fut = request(app.clone(), i);
+        set.spawn(async move { (i, fut.await) });
+    }
+    let mut out: Vec<_> = set.join_all().await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+fn token(session: &Value) -> String {
+    session["session_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claim_merges_are_all_kept() {
+    let app = Arc::new(TestApp::new().await);
+    for _trial in 0..3 {
+        let t = token(&app.session(600).await);
+        let responses = at_once(&app, 50, |app, i| {
+            let t = t.clone();
+            async move {
+                app.authenticate(
+                    json!({"session_token": t, "session_custom_claims": {format!("k{i}"): i}}),
+                )
+                .await
+            }
+        })
+        .await;
+        for r in &responses {
+            r.ok();
+        }
+        let after = app.authenticate(json!({"session_token": t})).await;
+        let claims = &after.ok()["session"]["custom_claims"];
+        let (_, jwt_claims) = decode_jwt(after.body["session_jwt"].as_str().unwrap());
+        for i in 0..50 {
+            assert_eq!(claims[format!("k{i}")], i, "k{i} lost: {claims}");
+            assert_eq!(jwt_claims[format!("k{i}")], i, "k{i} missing from the JWT");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shortened_expiry_is_never_undone_by_a_racing_claim_update() {
+    let app = Arc::new(TestApp::new().await);
+    for trial in 0..25 {
+        let t = token(&app.session(600).await);
+        let responses = at_once(&app, 2, |app, i| {
+            let t = t.clone();
+            async move {
+                if i == 0 {
+                    app.authenticate(json!({"session_token": t, "session_duration_minutes": 5}))
+                        .await
+                } else {
+                    app.authenticate(
+                        json!({"session_token": t, "session_custom_claims": {"x": trial}}),
+                    )
+                    .await
+                }
+            }
+        })
+        .await;
+        responses.iter().for_each(|r| {
+            r.ok();
+        });
+        let after = app.authenticate(json!({"session_token": t})).await;
+        let session = &after.ok()["session"];
+        assert_eq!(
+            session["expires_at"],
+            crate::harness::rfc3339(app.now() + 300),
+            "trial {trial}: the shortening was undone"
+        );
+        assert_eq!(session["custom_claims"]["x"], trial);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_claims_limit_holds_under_concurrency() {
+    let app = Arc::new(TestApp::new().await);
+    let t = token(&app.session(600).await);
+    // Each merge adds about 400 bytes; only about ten fit in 4096.
+    let responses = at_once(&app, 30, |app, i| {
+        let t = t.clone();
+        async move {
+            app.authenticate(
+                json!({"session_token": t, "session_custom_claims": {format!("k{i:02}"): "v".repeat(390)}}),
+            )
+            .await
+        }
+    })
+    .await;
+    let accepted: Vec<usize> = (0..30).filter(|i| responses[*i].status == 200).collect();
+    for (i, r) in responses.iter().enumerate() {
+        if !accepted.contains(&i) {
+            r.error(400, "custom_claims_too_large");
+        }
+    }
+    let after = app.authenticate(json!({"session_token": t})).await;
+    let claims = after.ok()["session"]["custom_claims"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert!(serde_json::to_vec(&claims).unwrap().len() <= 4096);
+    let mut stored: Vec<usize> = claims.keys().map(|k| k[1..].parse().unwrap()).collect();
+    stored.sort();
+    assert_eq!(
+        stored, accepted,
+        "exactly the acknowledged merges are stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_user_updates_keep_every_field() {
+    let app = Arc::new(TestApp::new().await);
+    for trial in 0..10 {
+        let user = app.user(&format!("u{trial}@example.com")).await;
+        let responses = at_once(&app, 3, |app, i| {
+            let path = format!("/v1/users/{user}");
+            let body = match i {
+                0 => json!({"name": {"first_name": "Ada"}}),
+                1 => json!({"name": {"last_name": "Lovelace"}}),
+                _ => json!({"trusted_metadata": {"tier": trial}}),
+            };
+            async move { app.put(&path, body).await }
+        })
+        .await;
+        responses.iter().for_each(|r| {
+            r.ok();
+        });
+        let got = app.get(&format!("/v1/users/{user}")).await;
+        let got = got.ok();
+        assert_eq!(got["name"]["first_name"], "Ada");
+        assert_eq!(got["name"]["last_name"], "Lovelace");
+        assert_eq!(got["trusted_metadata"]["tier"], trial);
+    }
+}
