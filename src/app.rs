@@ -261,6 +261,7 @@ pub fn router(state: AppState) -> Router {
         .merge(http::magic_links::routes())
         .merge(http::jwks::routes())
         .merge(http::ops::routes())
+        .merge(http::rbac::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), read_body))

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::domain::crypto::{MasterKeys, sha256};
 use crate::domain::ids::{Env, ProjectId};
 use crate::domain::keys::{KeyInfo, KeyState, PublicKey, SigningKey};
+use crate::domain::rbac::Policy;
 use crate::domain::session::SessionPolicy;
 use crate::store::keys::KeyRow;
 use crate::store::{self, Db};
@@ -49,6 +50,9 @@ pub struct Project {
     /// Active secrets: (id, argon2 PHC string).
     pub secrets: Vec<(Uuid, String)>,
     pub ring: Ring,
+    /// The RBAC policy (always holding `stytch_user`), and the stored text it came from.
+    pub rbac: Arc<Policy>,
+    rbac_text: String,
 }
 
 #[derive(Default)]
@@ -125,6 +129,11 @@ impl Directory {
         let rows = store::projects::list(&self.db).await?;
         let secrets = store::projects::active_secrets(&self.db).await?;
         let key_rows = store::keys::published(&self.db).await?;
+        let mut policies: HashMap<Uuid, String> = store::projects::rbac_policies(&self.db)
+            .await?
+            .into_iter()
+            .collect();
+        let previous = self.read();
 
         let mut secrets_by_project: HashMap<Uuid, Vec<(Uuid, String)>> = HashMap::new();
         for s in secrets {
@@ -148,6 +157,15 @@ impl Directory {
             };
             let key_rows = keys_by_project.remove(&row.id).unwrap_or_default();
             let ring = self.build_ring(&id, &key_rows, &mut live_keys, &mut problems)?;
+            let rbac_text = policies.remove(&row.id).unwrap_or_default();
+            let rbac = match previous.projects.get(&row.id) {
+                Some(p) if p.rbac_text == rbac_text => p.rbac.clone(),
+                _ => Arc::new(Policy::parse(&rbac_text).unwrap_or_else(|e| {
+                    // Set through validation, so this is damage: deny everything.
+                    tracing::error!(project = %id, error = %e, "stored RBAC policy unreadable; every check is denied");
+                    Policy::default().validated().unwrap_or_default()
+                })),
+            };
             projects.insert(
                 row.id,
                 Arc::new(Project {
@@ -160,6 +178,8 @@ impl Directory {
                     },
                     secrets: secrets_by_project.remove(&row.id).unwrap_or_default(),
                     ring,
+                    rbac,
+                    rbac_text,
                 }),
             );
         }

@@ -44,6 +44,8 @@ pub enum Error {
     MigrateUnexpectedResponse(String),
     #[error("This project has no userinfo URL configured.")]
     InvalidUserinfoUrl,
+    #[error("The user is not authorized to perform the requested action on that resource.")]
+    AuthorizationDenied,
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -96,6 +98,10 @@ impl Error {
                 "migrate_from_external_unexpected_response",
             ),
             InvalidUserinfoUrl => (StatusCode::BAD_REQUEST, "invalid_userinfo_url"),
+            AuthorizationDenied => (
+                StatusCode::FORBIDDEN,
+                "consumer_session_authorization_error",
+            ),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "bad_request"),

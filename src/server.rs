@@ -49,6 +49,19 @@ pub struct Limits {
     pub max_header_bytes: usize,
 }
 
+/// Binds the listener with a deep accept backlog (the kernel default of 128 makes new
+/// callers wait for a SYN retransmit, a second, whenever a burst fills it).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Raises the soft open-file limit to the hard one and returns the connection cap it allows:
 /// `configured` when set (non-zero), else the limit less `reserve` descriptors for the
 /// database, logs and the process itself.
@@ -84,6 +97,8 @@ struct Registry {
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     drained: Notify,
+    /// Notified whenever a connection ends.
+    removed: Notify,
 }
 
 impl Registry {
@@ -129,17 +144,34 @@ pub async fn serve(
         next_id: AtomicU64::new(1),
         conns: Mutex::new(HashMap::new()),
         drained: Notify::new(),
+        removed: Notify::new(),
     });
+    // Connections asked to close still hold their descriptor until their task ends; past
+    // this many over the cap, accepting waits for them so the process stays within its
+    // open-file limit.
+    let slack = (limits.max_connections / 8).clamp(4, 64);
+    let mut last_accept_warning: Option<Instant> = None;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        while registry.len() >= limits.max_connections + slack {
+            let removed = registry.removed.notified();
+            if registry.len() < limits.max_connections + slack {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), removed).await;
+        }
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // EMFILE and the like: the cap should prevent them; do not spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and the like: the cap should prevent them; do not spin, and
+                    // under attack do not log each one.
+                    if last_accept_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, "accept failed (further failures for 10 s are not logged)");
+                        last_accept_warning = Some(Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -174,6 +206,7 @@ pub async fn serve(
             if conns.is_empty() {
                 registry.drained.notify_waiters();
             }
+            registry.removed.notify_waiters();
         });
     }
     drop(listener);

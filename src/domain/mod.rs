@@ -4,6 +4,7 @@ pub mod crypto;
 pub mod ids;
 pub mod jwt;
 pub mod keys;
+pub mod rbac;
 pub mod session;
 
 use std::sync::Arc;

@@ -78,6 +78,27 @@ struct AuthenticateRequest {
     session_custom_claims: Option<Map<String, Value>>,
     session_token: Option<String>,
     session_jwt: Option<String>,
+    /// Restricting (IP / user-agent must match the link's creation): not implemented, so a
+    /// request that turns either on is refused rather than let through.
+    #[serde(default, deserialize_with = "super::object")]
+    options: Option<MatchOptions>,
+    /// Restricting (PKCE): hallpass's embeddable links carry no code challenge, so a
+    /// verifier cannot be checked and is refused.
+    code_verifier: Option<String>,
+    /// Context for `options` and for fraud products: accepted, not used.
+    #[serde(default, rename = "attributes")]
+    _attributes: Option<serde::de::IgnoredAny>,
+    /// A fraud-product (device fingerprint) hook: accepted, not used.
+    #[serde(default, rename = "telemetry_id")]
+    _telemetry_id: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize, Default)]
+struct MatchOptions {
+    #[serde(default)]
+    ip_match_required: bool,
+    #[serde(default)]
+    user_agent_match_required: bool,
 }
 
 async fn authenticate(
@@ -86,6 +107,25 @@ async fn authenticate(
     Json(req): Json<AuthenticateRequest>,
 ) -> Result<Response> {
     let token = present(&req.token).ok_or_else(|| Error::bad_request("token is required"))?;
+    let options = req.options.unwrap_or_default();
+    for (on, name) in [
+        (options.ip_match_required, "ip_match_required"),
+        (
+            options.user_agent_match_required,
+            "user_agent_match_required",
+        ),
+    ] {
+        if on {
+            return Err(Error::bad_request(format!(
+                "options.{name} is not supported by hallpass; refused rather than ignored"
+            )));
+        }
+    }
+    if present(&req.code_verifier).is_some() {
+        return Err(Error::bad_request(
+            "code_verifier: PKCE is not supported for embeddable magic links; refused rather than ignored",
+        ));
+    }
     let duration = SessionDuration::parse_optional(req.session_duration_minutes)?;
     let session_token = present(&req.session_token);
     let session_jwt = present(&req.session_jwt);

@@ -27,6 +27,9 @@ pub struct MigrateRequest {
     session_token: Option<String>,
     session_duration_minutes: Option<i64>,
     session_custom_claims: Option<Map<String, Value>>,
+    /// A fraud-product (device fingerprint) hook: accepted, not used.
+    #[serde(default, rename = "telemetry_id")]
+    _telemetry_id: Option<serde::de::IgnoredAny>,
 }
 
 pub async fn migrate(

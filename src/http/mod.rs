@@ -6,6 +6,7 @@ pub mod jwks;
 pub mod magic_links;
 pub mod migrate;
 pub mod ops;
+pub mod rbac;
 pub mod sessions;
 pub mod users;
 pub mod views;
@@ -131,7 +132,10 @@ where
             .map(Some)
             .map_err(|e| {
                 let path = e.path().to_string();
-                D::Error::custom(format!("{path}: {}", e.into_inner()))
+                match path.as_str() {
+                    "." | "?" | "" => D::Error::custom(e.into_inner()),
+                    _ => D::Error::custom(format!("{path}: {}", e.into_inner())),
+                }
             }),
     }
 }

@@ -18,8 +18,8 @@ use crate::domain::crypto::{OpaqueToken, hash_token};
 use crate::domain::ids::{self, Kind};
 use crate::domain::jwt;
 use crate::domain::session::{
-    DEFAULT_ROLE, Factor, MAX_FACTORS, MAX_IP_ADDRESS_CHARS, MAX_USER_AGENT_CHARS, Session,
-    SessionDuration, SessionView, add_factor, merge_custom_claims,
+    Factor, MAX_FACTORS, MAX_IP_ADDRESS_CHARS, MAX_USER_AGENT_CHARS, Session, SessionDuration,
+    SessionView, add_factor, merge_custom_claims,
 };
 use crate::error::{Error, Result};
 use crate::store::sessions::{SessionKey, SessionWithUser};
@@ -32,6 +32,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/sessions/authenticate", post(authenticate))
         .route("/v1/sessions/revoke", post(revoke))
         .route("/v1/sessions/migrate", post(super::migrate::migrate))
+        .route(
+            "/v1/sessions/exchange_access_token",
+            post(exchange_access_token),
+        )
 }
 
 /// What a successful authentication produced.
@@ -55,6 +59,15 @@ pub struct AuthBody<'a> {
     pub user: UserView<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reset_sessions: Option<bool>,
+    /// The answer to an `authorization_check` (present only when one was asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+}
+
+#[derive(Serialize)]
+pub struct Verdict {
+    pub authorized: bool,
+    pub granting_roles: Vec<String>,
 }
 
 impl<'a> AuthBody<'a> {
@@ -66,8 +79,9 @@ impl<'a> AuthBody<'a> {
             session: None,
             session_token: "",
             session_jwt: "",
-            user: views::user(&project.id, user),
+            user: views::user(project, user),
             reset_sessions: None,
+            verdict: None,
         }
     }
 }
@@ -80,8 +94,9 @@ impl Authenticated {
             session: Some(self.session.view(&project.id)),
             session_token: &self.session_token,
             session_jwt: &self.session_jwt,
-            user: views::user(&project.id, &self.user),
+            user: views::user(project, &self.user),
             reset_sessions: None,
+            verdict: None,
         }
     }
 }
@@ -122,7 +137,7 @@ pub async fn start(
         ip_address: attributes.0,
         user_agent: attributes.1,
         factors,
-        roles: vec![DEFAULT_ROLE.to_string()],
+        roles: views::roles(project, &user),
         custom_claims,
     };
     let token = OpaqueToken::generate();
@@ -181,6 +196,7 @@ async fn lookup(
     let found = store::sessions::get(&state.db, project.id.uuid, key).await?;
     let SessionWithUser { session, user } = found.ok_or(Error::SessionNotFound)?;
     let mut session = session_from_row(session, user.user_id)?;
+    session.roles = views::roles(project, &user);
     if let Some(at) = state.touches.pending(session.id) {
         session.last_accessed_at = session.last_accessed_at.max(at);
     }
@@ -216,7 +232,8 @@ async fn extend(
     else {
         return Ok(None);
     };
-    let session = session_from_row(session, user.user_id)?;
+    let mut session = session_from_row(session, user.user_id)?;
+    session.roles = views::roles(project, &user);
     state.touches.forget(session.id);
     let session_jwt = mint(state, project, &session, now)?;
     Ok(Some(Authenticated {
@@ -312,6 +329,42 @@ pub struct AuthenticateRequest {
     session_jwt: Option<String>,
     session_duration_minutes: Option<i64>,
     session_custom_claims: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "super::object")]
+    authorization_check: Option<AuthorizationCheck>,
+}
+
+/// `authorization_check`: may the session's roles perform `action` on `resource_id`?
+#[derive(Deserialize)]
+pub struct AuthorizationCheck {
+    resource_id: String,
+    action: String,
+}
+
+impl AuthorizationCheck {
+    fn validated(self) -> Result<Self> {
+        for (name, value) in [("resource_id", &self.resource_id), ("action", &self.action)] {
+            if value.is_empty() {
+                return Err(Error::bad_request(format!(
+                    "authorization_check.{name} must not be empty"
+                )));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The roles of `session` that grant this check; an error when none does.
+    fn decide(&self, project: &Project, session: &Session) -> Result<Verdict> {
+        let granting = project
+            .rbac
+            .granting_roles(&session.roles, &self.resource_id, &self.action);
+        if granting.is_empty() {
+            return Err(Error::AuthorizationDenied);
+        }
+        Ok(Verdict {
+            authorized: true,
+            granting_roles: granting,
+        })
+    }
 }
 
 async fn authenticate(
@@ -321,6 +374,10 @@ async fn authenticate(
 ) -> Result<Response> {
     let token = present(&req.session_token);
     let duration = SessionDuration::parse_optional(req.session_duration_minutes)?;
+    let check = req
+        .authorization_check
+        .map(AuthorizationCheck::validated)
+        .transpose()?;
     let key = session_key(
         &project,
         token,
@@ -330,14 +387,34 @@ async fn authenticate(
     // Authenticated by JWT, the response carries no token (the server never stores it).
     let presented = token.unwrap_or_default().to_string();
     let claims = req.session_custom_claims.as_ref();
-    if let (Some(d), None) = (duration, claims)
-        && let Some(done) = extend(&state, &project, &key, presented.clone(), d).await?
-    {
+    let Some(check) = check else {
+        if let (Some(d), None) = (duration, claims)
+            && let Some(done) = extend(&state, &project, &key, presented.clone(), d).await?
+        {
+            return Ok(render(done.body(&project)));
+        }
+        let found = lookup(&state, &project, &key).await?;
+        let done = resume(&state, &project, found, presented, duration, claims, None).await?;
         return Ok(render(done.body(&project)));
-    }
+    };
+    // With a check, the session is read and the check decided before anything is written: a
+    // denial changes nothing (no extension, no claim merge, no touch).
     let found = lookup(&state, &project, &key).await?;
+    let verdict = check.decide(&project, &found.0)?;
     let done = resume(&state, &project, found, presented, duration, claims, None).await?;
-    Ok(render(done.body(&project)))
+    let mut body = done.body(&project);
+    body.verdict = Some(verdict);
+    Ok(render(body))
+}
+
+/// Stytch's Connected Apps exchange needs an OAuth authorization server, which hallpass is
+/// not: a clear 400 instead of a 404 that looks like a wrong base URL.
+async fn exchange_access_token(Caller(_): Caller) -> Error {
+    Error::bad_request(
+        "exchange_access_token is not supported: hallpass is not an OAuth authorization server. \
+         To turn a token from your own identity provider into a session, use POST /v1/sessions/attest \
+         with a trusted auth token profile.",
+    )
 }
 
 #[derive(Deserialize)]
@@ -439,6 +516,7 @@ async fn list(
     let mut sessions = Vec::with_capacity(rows.len());
     for row in rows {
         let mut s = session_from_row(row, user.user_id)?;
+        s.roles = views::roles(&project, &user);
         if let Some(at) = state.touches.pending(s.id) {
             s.last_accessed_at = s.last_accessed_at.max(at);
         }

@@ -15,6 +15,7 @@ use super::{Json, PathText, present};
 use crate::app::AppState;
 use crate::directory::Project;
 use crate::domain::ids::{self, Kind};
+use crate::domain::session::DEFAULT_ROLE;
 use crate::error::{Error, Result};
 use crate::store::users::{UserPatch, UserRow};
 use crate::store::{self, is_unique_violation};
@@ -52,6 +53,15 @@ struct CreateRequest {
     trusted_metadata: Option<Map<String, Value>>,
     untrusted_metadata: Option<Map<String, Value>>,
     external_id: Option<String>,
+    roles: Option<Vec<String>>,
+    /// Not supported: a phone number would be dropped (refused, see `unsupported`).
+    phone_number: Option<String>,
+    /// Not supported: the user would be active at once (refused when true).
+    create_user_as_pending: Option<bool>,
+    /// Fraud-detection context (`ip_address`, `user_agent`): accepted and not used; it
+    /// neither grants nor restricts anything.
+    #[serde(default, rename = "attributes")]
+    _attributes: Option<serde::de::IgnoredAny>,
 }
 
 /// A plausible address: one `@`, both sides non-empty, a dot in the domain, no spaces.
@@ -66,6 +76,29 @@ fn valid_email(email: &str) -> bool {
         && !domain.contains('@')
         && email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Validates assigned roles against the project's policy and returns them as stored (a JSON
+/// array). `stytch_user` is implied and not stored.
+fn assigned_roles(project: &Project, roles: &[String]) -> Result<String> {
+    if roles.len() > 100 {
+        return Err(Error::bad_request("roles: at most 100 roles"));
+    }
+    let mut assigned: Vec<&String> = Vec::new();
+    for (i, role) in roles.iter().enumerate() {
+        if role == DEFAULT_ROLE {
+            continue;
+        }
+        if !project.rbac.has_role(role) {
+            return Err(Error::bad_request(format!(
+                "roles[{i}]: role {role:?} is not defined in the project's RBAC policy"
+            )));
+        }
+        if !assigned.contains(&role) {
+            assigned.push(role);
+        }
+    }
+    serde_json::to_string(&assigned).map_err(Error::internal)
 }
 
 fn metadata(m: Option<Map<String, Value>>) -> Result<String> {
@@ -103,8 +136,21 @@ async fn create(
     if email.as_deref().is_some_and(|e| !valid_email(e)) {
         return Err(Error::InvalidEmail);
     }
+    // Fields hallpass does not implement are refused, not dropped.
+    if present(&req.phone_number).is_some() {
+        return Err(Error::bad_request(
+            "phone_number: phone numbers are not supported by hallpass",
+        ));
+    }
+    if req.create_user_as_pending == Some(true) {
+        return Err(Error::bad_request(
+            "create_user_as_pending: pending users are not supported by hallpass; users are active",
+        ));
+    }
+    let user_roles = assigned_roles(&project, req.roles.as_deref().unwrap_or_default())?;
     let name = req.name.unwrap_or_default();
     let row = UserRow {
+        user_roles,
         user_id: Uuid::new_v4(),
         external_id: external_id(req.external_id)?,
         email_id: email.as_ref().map(|_| Uuid::new_v4()),
@@ -128,7 +174,7 @@ async fn create(
             .unwrap_or_default(),
         phone_id: "",
         status: "active",
-        user: views::user(&project.id, &row),
+        user: views::user(&project, &row),
     }))
 }
 
@@ -153,7 +199,7 @@ async fn read(
     PathText(user_id): PathText,
 ) -> Result<Response> {
     let user = resolve(&state, &project, &user_id).await?;
-    Ok(render(views::user(&project.id, &user)))
+    Ok(render(views::user(&project, &user)))
 }
 
 #[derive(Deserialize)]
@@ -163,6 +209,10 @@ struct UpdateRequest {
     trusted_metadata: Option<Map<String, Value>>,
     untrusted_metadata: Option<Map<String, Value>>,
     external_id: Option<String>,
+    roles: Option<Vec<String>>,
+    /// Fraud-detection context: accepted and not used (see `CreateRequest`).
+    #[serde(default, rename = "attributes")]
+    _attributes: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Serialize)]
@@ -182,7 +232,13 @@ async fn update(
 ) -> Result<Response> {
     let found = resolve(&state, &project, &user_id).await?;
     let name = req.name.unwrap_or_default();
+    let roles = req
+        .roles
+        .as_deref()
+        .map(|r| assigned_roles(&project, r))
+        .transpose()?;
     let patch = UserPatch {
+        roles,
         first_name: name.first_name,
         middle_name: name.middle_name,
         last_name: name.last_name,
@@ -214,7 +270,7 @@ async fn update(
         emails: views::emails(&project.id, &user),
         phone_numbers: [],
         crypto_wallets: [],
-        user: views::user(&project.id, &user),
+        user: views::user(&project, &user),
     }))
 }
 

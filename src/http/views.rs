@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::directory::Project;
 use crate::domain::ids::{Kind, ProjectId};
 use crate::domain::rfc3339;
 use crate::domain::session::Session;
@@ -44,7 +45,7 @@ pub struct UserView<'a> {
     pub crypto_wallets: [(); 0],
     pub biometric_registrations: [(); 0],
     pub is_locked: bool,
-    pub roles: [&'static str; 1],
+    pub roles: Vec<String>,
     pub password: Option<()>,
 }
 
@@ -70,7 +71,15 @@ fn metadata(text: &str) -> &RawValue {
         })
 }
 
-pub fn user<'a>(project: &ProjectId, u: &'a UserRow) -> UserView<'a> {
+/// The roles a user holds under the project's policy: `stytch_user` and the assigned roles
+/// the policy defines.
+pub fn roles(project: &Project, u: &UserRow) -> Vec<String> {
+    let assigned: Vec<String> = serde_json::from_str(&u.user_roles).unwrap_or_default();
+    project.rbac.roles_of(&assigned)
+}
+
+pub fn user<'a>(directory_project: &Project, u: &'a UserRow) -> UserView<'a> {
+    let project = &directory_project.id;
     UserView {
         user_id: project.id(Kind::User, u.user_id),
         emails: emails(project, u),
@@ -91,7 +100,7 @@ pub fn user<'a>(project: &ProjectId, u: &'a UserRow) -> UserView<'a> {
         crypto_wallets: [],
         biometric_registrations: [],
         is_locked: false,
-        roles: [crate::domain::session::DEFAULT_ROLE],
+        roles: roles(directory_project, u),
         password: None,
     }
 }

@@ -94,6 +94,11 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0003_secret_order.sql"),
         include_str!("../../migrations/sqlite/0003_secret_order.sql"),
     ),
+    (
+        "0004_rbac",
+        include_str!("../../migrations/postgres/0004_rbac.sql"),
+        include_str!("../../migrations/sqlite/0004_rbac.sql"),
+    ),
 ];
 
 impl Db {

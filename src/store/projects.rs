@@ -121,3 +121,28 @@ pub async fn revoke_all_but_newest_secret(db: &Db, project: Uuid, now: i64) -> s
     .await
     .map(|r| r.rows_affected()))
 }
+
+/// Every project's RBAC policy document, as stored (validated when it was set).
+pub async fn rbac_policies(db: &Db) -> sqlx::Result<Vec<(Uuid, String)>> {
+    with_db!(db, pool => sqlx::query_as("SELECT id, rbac_policy FROM projects")
+        .fetch_all(pool)
+        .await)
+}
+
+/// Replaces a project's RBAC policy (one statement: readers see the old one or the new one).
+pub async fn set_rbac_policy(db: &Db, project: Uuid, policy: &str) -> sqlx::Result<bool> {
+    let n = with_db!(db, pool => sqlx::query("UPDATE projects SET rbac_policy = $2 WHERE id = $1")
+        .bind(project)
+        .bind(policy)
+        .execute(pool)
+        .await?
+        .rows_affected());
+    Ok(n == 1)
+}
+
+pub async fn rbac_policy(db: &Db, project: Uuid) -> sqlx::Result<Option<String>> {
+    with_db!(db, pool => sqlx::query_scalar("SELECT rbac_policy FROM projects WHERE id = $1")
+        .bind(project)
+        .fetch_optional(pool)
+        .await)
+}

@@ -10,7 +10,8 @@ use crate::with_db;
 macro_rules! user_columns {
     () => {
         "u.id AS user_id, u.external_id, u.email_id, u.email, u.email_verified, u.first_name, \
-         u.middle_name, u.last_name, u.trusted_metadata, u.untrusted_metadata, u.created_at AS user_created_at"
+         u.middle_name, u.last_name, u.trusted_metadata, u.untrusted_metadata, u.created_at AS user_created_at, \
+         u.roles AS user_roles"
     };
 }
 
@@ -29,13 +30,15 @@ pub struct UserRow {
     /// JSON object text.
     pub untrusted_metadata: String,
     pub user_created_at: i64,
+    /// JSON array of the role ids assigned to the user (`stytch_user` is implied).
+    pub user_roles: String,
 }
 
 pub async fn insert(db: &Db, project: Uuid, u: &UserRow) -> sqlx::Result<()> {
     with_db!(db, pool => sqlx::query(
         "INSERT INTO users (id, project_id, external_id, email_id, email, email_lower, email_verified,
-                            first_name, middle_name, last_name, trusted_metadata, untrusted_metadata, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                            first_name, middle_name, last_name, trusted_metadata, untrusted_metadata, created_at, roles)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(u.user_id)
     .bind(project)
@@ -50,6 +53,7 @@ pub async fn insert(db: &Db, project: Uuid, u: &UserRow) -> sqlx::Result<()> {
     .bind(&u.trusted_metadata)
     .bind(&u.untrusted_metadata)
     .bind(u.user_created_at)
+    .bind(&u.user_roles)
     .execute(pool)
     .await
     .map(|_| ()))
@@ -100,6 +104,8 @@ pub struct UserPatch {
     pub trusted_metadata: Option<String>,
     pub untrusted_metadata: Option<String>,
     pub external_id: Option<Option<String>>,
+    /// JSON array of role ids, replacing the assigned roles.
+    pub roles: Option<String>,
 }
 
 /// Applies `patch` in one statement and returns the user as updated (`None`: no such user).
@@ -117,11 +123,12 @@ pub async fn update(
                           last_name = COALESCE($5, last_name),
                           trusted_metadata = COALESCE($6, trusted_metadata),
                           untrusted_metadata = COALESCE($7, untrusted_metadata),
-                          external_id = CASE WHEN $8 THEN $9 ELSE external_id END
+                          external_id = CASE WHEN $8 THEN $9 ELSE external_id END,
+                          roles = COALESCE($10, roles)
          WHERE project_id = $1 AND id = $2
          RETURNING id AS user_id, external_id, email_id, email, email_verified, first_name,
                    middle_name, last_name, trusted_metadata, untrusted_metadata,
-                   created_at AS user_created_at",
+                   created_at AS user_created_at, roles AS user_roles",
     )
     .bind(project)
     .bind(id)
@@ -132,6 +139,7 @@ pub async fn update(
     .bind(&patch.untrusted_metadata)
     .bind(patch.external_id.is_some())
     .bind(patch.external_id.clone().flatten())
+    .bind(&patch.roles)
     .fetch_optional(pool)
     .await)
 }

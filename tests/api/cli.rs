@@ -417,3 +417,72 @@ async fn revoke_old_keeps_exactly_the_newest_secret_even_within_one_second() {
         );
     }
 }
+
+#[tokio::test]
+async fn rbac_policies_are_set_validated_shown_and_served() {
+    let cli = Cli::new().await;
+    let created: Value =
+        serde_json::from_str(&cli.ok(&["project", "create", "--name", "a", "--json"])).unwrap();
+    let id = created["project_id"].as_str().unwrap().to_string();
+    let policy = serde_json::json!({
+        "roles": [{"role_id": "editor", "description": "", "permissions": [
+            {"resource_id": "documents", "actions": ["write"]}]}],
+        "resources": [{"resource_id": "documents", "description": "", "actions": ["read", "write"]}],
+        "scopes": []
+    });
+    let file = cli._dir.0.join("policy.json");
+    std::fs::write(&file, policy.to_string()).unwrap();
+    let out = cli.ok(&["rbac", "set", &id, file.to_str().unwrap()]);
+    assert!(
+        out.contains("2 roles") && out.contains("1 resources"),
+        "{out}"
+    );
+    let shown: Value = serde_json::from_str(&cli.ok(&["rbac", "show", &id])).unwrap();
+    assert_eq!(shown["roles"][0]["role_id"], "stytch_user");
+    assert_eq!(shown["roles"][1], policy["roles"][0]);
+
+    // Invalid: refused with the element named, and the stored policy is unchanged.
+    let bad = serde_json::json!({"roles": [{"role_id": "x", "permissions": [
+        {"resource_id": "documents", "actions": ["delete"]}]}],
+        "resources": policy["resources"].clone()});
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let err = cli.fails(&["rbac", "set", &id, file.to_str().unwrap()]);
+    assert!(err.contains("roles[0]") && err.contains("delete"), "{err}");
+
+    // From standard input.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hallpass"))
+        .args(["rbac", "set", &id, "-"])
+        .env_clear()
+        .env("HALLPASS_DATABASE_URL", &cli.url)
+        .env("HALLPASS_MASTER_KEY", &cli.master)
+        .env("HALLPASS_LOG", "warn")
+        .current_dir(&cli._dir.0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        br#"{"resources": [{"resource_id": "reports", "actions": ["read"]}]}"#,
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let shown: Value = serde_json::from_str(&cli.ok(&["rbac", "show", &id])).unwrap();
+    assert_eq!(shown["resources"][0]["resource_id"], "reports");
+    assert_eq!(shown["roles"].as_array().unwrap().len(), 1);
+
+    // A server on the same database serves it after its refresh.
+    let state = cli.app().await;
+    let project = state
+        .directory
+        .get(id.parse::<hallpass::domain::ids::ProjectId>().unwrap().uuid);
+    assert!(
+        project
+            .unwrap()
+            .rbac
+            .resources
+            .iter()
+            .any(|r| r.resource_id == "reports")
+    );
+}

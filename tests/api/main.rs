@@ -14,6 +14,7 @@ mod keys;
 mod magic_links;
 mod migrate;
 mod process;
+mod rbac;
 mod replicas;
 mod sessions;
 mod storage;

@@ -8,6 +8,8 @@
 # ready postgres://… URL. The caller creates and drops the database.
 # HALLPASS_BIN: the binary to test (default: target/debug/hallpass under the repo root).
 # SDK_SUITES:   which suites to run, default "node python".
+# Before the suites, policy.json (next to this script) is made the project's RBAC policy with
+# `hallpass rbac set` (same database and master key as the server).
 # HALLPASS_MASTER_KEY: used when set; otherwise a fresh one is made, so a database can be
 #               reused by a later run only when the same HALLPASS_MASTER_KEY is passed again
 #               (the server cannot open the private keys of a ring sealed under another key).
@@ -103,9 +105,12 @@ export HALLPASS_PROJECT_ID=$PROJECT_ID
 export HALLPASS_SECRET=$SECRET
 export USERINFO_EMAIL
 
+# One master key for the server and the operator CLI below (both open the same database).
+MASTER_KEY=${HALLPASS_MASTER_KEY:-$(openssl rand -base64 32)}
+
 HALLPASS_LISTEN="127.0.0.1:$PORT" \
 HALLPASS_DATABASE_URL="$DATABASE_URL" \
-HALLPASS_MASTER_KEY="${HALLPASS_MASTER_KEY:-$(openssl rand -base64 32)}" \
+HALLPASS_MASTER_KEY="$MASTER_KEY" \
 HALLPASS_BOOTSTRAP_PROJECT_ID="$PROJECT_ID" \
 HALLPASS_BOOTSTRAP_SECRET="$SECRET" \
 HALLPASS_BOOTSTRAP_USERINFO_URL="http://127.0.0.1:$USERINFO_PORT/userinfo" \
@@ -128,10 +133,56 @@ while ((SECONDS < deadline)); do
 done
 [[ -n $ready ]] || { echo "run.sh: hallpass not ready after 30 s" >&2; exit 1; }
 
+# ---------------------------------------------------------------- RBAC policy
+# The suites' RBAC checks expect policy.json (roles stytch_user, editor, billing_admin). The
+# operator CLI writes it to the database; the running server picks it up within ~1 s.
+POLICY_FILE=$SDK_DIR/policy.json
+export HALLPASS_RBAC_POLICY_FILE=$POLICY_FILE
+hallpass_cli() {
+  HALLPASS_DATABASE_URL="$DATABASE_URL" HALLPASS_MASTER_KEY="$MASTER_KEY" "$HALLPASS_BIN" "$@"
+}
+if ! hallpass_cli rbac set "$PROJECT_ID" "$POLICY_FILE" >"$WORK/rbac-set.log" 2>&1; then
+  echo "run.sh: hallpass rbac set $PROJECT_ID $POLICY_FILE failed:" >&2
+  cat "$WORK/rbac-set.log" >&2
+  exit 1
+fi
+# Exit status 0 when a GET /v1/rbac/policy body (stdin) lists the role `editor`.
+has_editor='import json, sys
+try:
+    roles = json.load(sys.stdin)["policy"]["roles"]
+    sys.exit(0 if any(r.get("role_id") == "editor" for r in roles) else 1)
+except Exception:
+    sys.exit(1)'
+policy_seen=""
+deadline=$((SECONDS + 10))
+while ((SECONDS < deadline)); do
+  if curl -s --max-time 2 -u "$PROJECT_ID:$SECRET" "$HALLPASS_URL/v1/rbac/policy" >"$WORK/policy.json" 2>/dev/null &&
+    python3 -c "$has_editor" <"$WORK/policy.json"; then
+    policy_seen=1
+    break
+  fi
+  sleep 0.2
+done
+if [[ -z $policy_seen ]]; then
+  echo "run.sh: GET /v1/rbac/policy does not show the role editor 10 s after rbac set; last answer:" >&2
+  cat "$WORK/policy.json" >&2 || true
+  echo >&2
+  exit 1
+fi
+echo "# RBAC policy $POLICY_FILE applied (hallpass rbac set) and served by GET /v1/rbac/policy"
+# `rbac show` prints what was set (one check of its own, counted in the totals).
+setup_failed=0
+if hallpass_cli rbac show "$PROJECT_ID" >"$WORK/rbac-show.out" 2>&1 && grep -qw editor "$WORK/rbac-show.out"; then
+  echo "ok - [run.sh] hallpass rbac show prints the policy"
+else
+  echo "FAIL - [run.sh] hallpass rbac show $PROJECT_ID: $(tr '\n' ' ' <"$WORK/rbac-show.out" | cut -c1-400)"
+  setup_failed=1
+fi
+
 # ---------------------------------------------------------------- suites
-status=0
-total_passed=0
-total_failed=0
+status=$setup_failed
+total_passed=$((1 - setup_failed))
+total_failed=$setup_failed
 for suite in $SDK_SUITES; do
   echo "# ---- $suite SDK suite"
   rc=0

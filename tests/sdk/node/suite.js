@@ -654,6 +654,212 @@ async function main() {
     assert(res.keys.length >= 1, "keys");
   });
 
+  // ---------------------------------------------------------------- RBAC (policy.json, set by run.sh)
+  const POLICY = JSON.parse(
+    readFileSync(process.env.HALLPASS_RBAC_POLICY_FILE || new URL("../policy.json", import.meta.url), "utf8")
+  );
+  const DENIED = "consumer_session_authorization_error";
+  const sortBy = (xs, k) => [...xs].sort((a, b) => (a[k] < b[k] ? -1 : a[k] > b[k] ? 1 : 0));
+  const claimRoles = (jwt) => decodeJwt(jwt).payload["https://stytch.com/session"].roles;
+  const ac = (resource_id, action) => ({ resource_id, action });
+  // Checks that no role of an editor (stytch_user + editor) grants.
+  const EDITOR_DENIED = [ac("billing", "refund"), ac("billing", "read"), ac("documents", "delete"), ac("no_such_resource", "read"), ac("documents", "no_such_action")];
+  async function expectDenied(fn, what) {
+    try {
+      return await expectStytchError(fn, 403, DENIED);
+    } catch (e) {
+      if (e instanceof CheckFailure) throw new CheckFailure(`${what}: ${e.message}`);
+      throw e;
+    }
+  }
+  let editor; // users.create with roles ["editor"]
+  let editorSession; // its magic-link session (60 min)
+
+  await check("rbac.policy returns the policy set with `hallpass rbac set`", async () => {
+    const res = await client.rbac.policy();
+    assertEq(res.status_code, 200, "status_code");
+    assert(typeof res.request_id === "string" && res.request_id.startsWith(`request-id-${ENV_NAME}-`), `request_id ${res.request_id}`);
+    const p = res.policy;
+    assert(p && Array.isArray(p.roles) && Array.isArray(p.resources) && Array.isArray(p.scopes), `policy ${JSON.stringify(p).slice(0, 300)}`);
+    const ids = p.roles.map((r) => r.role_id);
+    assert(ids.includes("stytch_user") && ids.includes("editor"), `role ids ${JSON.stringify(ids)}`);
+    assertDeepEq(sortBy(p.roles, "role_id"), sortBy(POLICY.roles, "role_id"), "roles");
+    assertDeepEq(sortBy(p.resources, "resource_id"), sortBy(POLICY.resources, "resource_id"), "resources");
+    assertDeepEq(sortBy(p.scopes, "scope"), sortBy(POLICY.scopes, "scope"), "scopes");
+  });
+
+  await check("users.create with roles [editor]: user, session and JWT carry stytch_user + editor", async () => {
+    const res = await client.users.create({ email: `node-editor-${rand()}@example.com`, roles: ["editor"] });
+    assertEq(res.status_code, 200, "status_code");
+    assertEq(res.user.roles, ["stytch_user", "editor"], "user.roles");
+    editor = res.user;
+    const got = await client.users.get({ user_id: editor.user_id });
+    assertEq(got.roles, ["stytch_user", "editor"], "users.get roles");
+    const s = await newMagicLinkSession(editor.user_id);
+    assertEq(s.session.roles, ["stytch_user", "editor"], "session.roles");
+    assertEq(s.user.roles, ["stytch_user", "editor"], "authenticate user.roles");
+    assertEq(claimRoles(s.session_jwt), ["stytch_user", "editor"], "JWT session claim roles");
+    editorSession = s;
+  });
+
+  await check("users.create with an unknown role -> 400 bad_request naming it; nothing stored", async () => {
+    const em = `node-badrole-${rand()}@example.com`;
+    const err = await expectStytchError(() => client.users.create({ email: em, roles: ["editor", "no_such_role"] }), 400, "bad_request");
+    assert(err.error_message.includes("no_such_role"), `error_message does not name the role: ${err.error_message}`);
+    const again = await client.users.create({ email: em }); // the email is still free
+    assertEq(again.user.roles, ["stytch_user"], "roles of a user created without roles");
+    await client.users.delete({ user_id: again.user_id });
+  });
+
+  await check("sessions.authenticate with a granted authorization_check -> verdict with granting_roles", async () => {
+    const t = editorSession.session_token;
+    const w = await client.sessions.authenticate({ session_token: t, authorization_check: ac("documents", "write") });
+    assertEq(w.status_code, 200, "status_code");
+    assertEq(w.session.session_id, editorSession.session.session_id, "session_id");
+    assertDeepEq(w.verdict, { authorized: true, granting_roles: ["editor"] }, "documents/write verdict");
+    const r = await client.sessions.authenticate({ session_jwt: editorSession.session_jwt, authorization_check: ac("documents", "read") });
+    assert(r.verdict && r.verdict.authorized === true, `documents/read verdict ${JSON.stringify(r.verdict)}`);
+    assertEq([...r.verdict.granting_roles].sort(), ["editor", "stytch_user"], "documents/read granting_roles (by JWT)");
+    const d = await client.sessions.authenticate({ session_token: t, session_duration_minutes: 90, authorization_check: ac("documents", "write") });
+    assertEq(d.verdict && d.verdict.authorized, true, "authorized with session_duration_minutes");
+    assertMinutesFromNow(d.session.expires_at, 90, "expires_at (granted call applies the duration)");
+    const u = await client.sessions.authenticate({ session_token: token, authorization_check: ac("documents", "read") });
+    assertDeepEq(u.verdict, { authorized: true, granting_roles: ["stytch_user"] }, "a stytch_user-only session's documents/read verdict");
+  });
+
+  await check("sessions.authenticate with a denied authorization_check -> 403 consumer_session_authorization_error", async () => {
+    for (const [how, args] of [["token", { session_token: editorSession.session_token }], ["JWT", { session_jwt: editorSession.session_jwt }]]) {
+      for (const c of EDITOR_DENIED) {
+        await expectDenied(() => client.sessions.authenticate({ ...args, authorization_check: c }), `editor by ${how}, ${c.resource_id}/${c.action}`);
+      }
+    }
+    await expectDenied(
+      () => client.sessions.authenticate({ session_token: token, authorization_check: ac("documents", "write") }),
+      "stytch_user-only session, documents/write"
+    );
+  });
+
+  await check("a denied sessions.authenticate applies neither session_duration_minutes nor session_custom_claims", async () => {
+    const t = editorSession.session_token;
+    const before = await client.sessions.authenticate({ session_token: t });
+    await sleep(1100);
+    await expectDenied(
+      () => client.sessions.authenticate({ session_token: t, session_duration_minutes: 240, session_custom_claims: { denied: true }, authorization_check: ac("billing", "refund") }),
+      "by token with duration and claims"
+    );
+    await expectDenied(
+      () => client.sessions.authenticate({ session_jwt: before.session_jwt, session_duration_minutes: 300, session_custom_claims: { denied: 2 }, authorization_check: ac("no_such_resource", "read") }),
+      "by JWT with duration and claims"
+    );
+    const after = await client.sessions.authenticate({ session_token: t });
+    assertEq(after.session.expires_at, before.session.expires_at, "expires_at");
+    assertDeepEq(after.session.custom_claims, before.session.custom_claims, "custom_claims");
+    assert(!("denied" in decodeJwt(after.session_jwt).payload), "a denied call's claim reached the JWT");
+  });
+
+  await check("malformed authorization_check -> 400 bad_request", async () => {
+    const bad = [{}, { resource_id: "documents" }, { action: "read" }, { resource_id: "documents", action: 5 }, { resource_id: 7, action: "read" }, { resource_id: "documents", action: null }, "documents:read"];
+    for (const c of bad) {
+      try {
+        await expectStytchError(() => client.sessions.authenticate({ session_token: editorSession.session_token, authorization_check: c }), 400, "bad_request");
+      } catch (e) {
+        if (e instanceof CheckFailure) throw new CheckFailure(`authorization_check ${JSON.stringify(c)}: ${e.message}`);
+        throw e;
+      }
+    }
+  });
+
+  await check("sessions.authenticateJwtLocal with authorization_check: granted -> session, denied -> ClientError invalid_permissions", async () => {
+    const fresh = await client.sessions.authenticate({ session_token: editorSession.session_token });
+    const s = await client.sessions.authenticateJwtLocal({ session_jwt: fresh.session_jwt, authorization_check: ac("documents", "write") });
+    assertEq(s.session_id, editorSession.session.session_id, "session_id");
+    assertEq(s.roles, ["stytch_user", "editor"], "roles");
+    const r = await client.sessions.authenticateJwtLocal({ session_jwt: fresh.session_jwt, authorization_check: ac("documents", "read") });
+    assertEq(r.session_id, editorSession.session.session_id, "session_id (documents/read)");
+    for (const c of EDITOR_DENIED) {
+      try {
+        await expectClientError(() => client.sessions.authenticateJwtLocal({ session_jwt: fresh.session_jwt, authorization_check: c }), "invalid_permissions");
+      } catch (e) {
+        if (e instanceof CheckFailure) throw new CheckFailure(`${c.resource_id}/${c.action}: ${e.message}`);
+        throw e;
+      }
+    }
+  });
+
+  await check("sessions.authenticateJwt with authorization_check: granted locally, denied falls back to the API -> 403", async () => {
+    const fresh = await client.sessions.authenticate({ session_token: editorSession.session_token });
+    const ok = await client.sessions.authenticateJwt({ session_jwt: fresh.session_jwt, authorization_check: ac("documents", "write") });
+    assert(!("status_code" in ok), `looks like a remote answer: ${JSON.stringify(ok).slice(0, 200)}`);
+    assertEq(ok.session.session_id, editorSession.session.session_id, "session_id");
+    await expectDenied(
+      () => client.sessions.authenticateJwt({ session_jwt: fresh.session_jwt, authorization_check: ac("billing", "refund") }),
+      "billing/refund (local denial, then the API)"
+    );
+    const remote = await client.sessions.authenticateJwt({ session_jwt: fresh.session_jwt, max_token_age_seconds: 0, authorization_check: ac("documents", "write") });
+    assertEq(remote.status_code, 200, "status_code (remote answer)");
+    assertDeepEq(remote.verdict, { authorized: true, granting_roles: ["editor"] }, "remote verdict");
+  });
+
+  await check("users.update roles [billing_admin] replaces editor and reaches the next session and JWT", async () => {
+    const t = editorSession.session_token;
+    const oldJwt = (await client.sessions.authenticate({ session_token: t })).session_jwt;
+    const upd = await client.users.update({ user_id: editor.user_id, roles: ["billing_admin"] });
+    assertEq(upd.status_code, 200, "status_code");
+    assertEq(upd.user.roles, ["stytch_user", "billing_admin"], "users.update user.roles");
+    const got = await client.users.get({ user_id: editor.user_id });
+    assertEq(got.roles, ["stytch_user", "billing_admin"], "users.get roles");
+    const res = await client.sessions.authenticate({ session_token: t });
+    assertEq(res.session.roles, ["stytch_user", "billing_admin"], "session.roles on the next authenticate");
+    assertEq(claimRoles(res.session_jwt), ["stytch_user", "billing_admin"], "new JWT session claim roles");
+    const local = await client.sessions.authenticateJwtLocal({ session_jwt: res.session_jwt, authorization_check: ac("billing", "refund") });
+    assertEq(local.roles, ["stytch_user", "billing_admin"], "local roles");
+    await expectClientError(
+      () => client.sessions.authenticateJwtLocal({ session_jwt: res.session_jwt, authorization_check: ac("documents", "write") }),
+      "invalid_permissions"
+    );
+    // The API judges by the user's roles now, even for a JWT minted before the update ...
+    const v = await client.sessions.authenticate({ session_jwt: oldJwt, authorization_check: ac("billing", "refund") });
+    assertDeepEq(v.verdict, { authorized: true, granting_roles: ["billing_admin"] }, "billing/refund verdict with the pre-update JWT");
+    assertEq(claimRoles(v.session_jwt), ["stytch_user", "billing_admin"], "JWT minted from the pre-update JWT");
+    await expectDenied(
+      () => client.sessions.authenticate({ session_jwt: oldJwt, authorization_check: ac("documents", "write") }),
+      "documents/write with the pre-update JWT after editor was removed"
+    );
+    // ... while the old JWT itself is a signed snapshot (≤ 5 min): it still says editor locally.
+    assertEq(claimRoles(oldJwt), ["stytch_user", "editor"], "pre-update JWT claim roles");
+  });
+
+  await check("users.update: unknown role -> 400 and nothing changes; without roles keeps them; roles [] clears them", async () => {
+    const err = await expectStytchError(
+      () => client.users.update({ user_id: editor.user_id, roles: ["billing_admin", "no_such_role"], name: { first_name: "Nope" } }),
+      400,
+      "bad_request"
+    );
+    assert(err.error_message.includes("no_such_role"), `error_message does not name the role: ${err.error_message}`);
+    const got = await client.users.get({ user_id: editor.user_id });
+    assertEq(got.roles, ["stytch_user", "billing_admin"], "roles after the refused update");
+    assert(!got.name || got.name.first_name !== "Nope", "name changed by the refused update");
+    const named = await client.users.update({ user_id: editor.user_id, name: { first_name: "Bill" } });
+    assertEq(named.user.roles, ["stytch_user", "billing_admin"], "roles after an update without roles");
+    const cleared = await client.users.update({ user_id: editor.user_id, roles: [] });
+    assertEq(cleared.user.roles, ["stytch_user"], "roles after roles: []");
+    const res = await client.sessions.authenticate({ session_token: editorSession.session_token, authorization_check: ac("documents", "read") });
+    assertEq(res.session.roles, ["stytch_user"], "session.roles");
+    assertDeepEq(res.verdict, { authorized: true, granting_roles: ["stytch_user"] }, "documents/read verdict");
+    await expectDenied(
+      () => client.sessions.authenticate({ session_token: editorSession.session_token, authorization_check: ac("billing", "refund") }),
+      "billing/refund after roles: []"
+    );
+  });
+
+  if (editor) {
+    try {
+      await client.users.delete({ user_id: editor.user_id });
+    } catch {
+      /* not an RBAC check */
+    }
+  }
+
   // ---------------------------------------------------------------- migrate
   let migUser;
   await check("users.create with the UserInfo email", async () => {

@@ -23,7 +23,9 @@ from typing import Any, Callable, Optional
 
 import stytch
 from cryptography import x509
+from stytch.consumer.models.sessions import AuthorizationCheck
 from stytch.core.response_base import StytchError
+from stytch.shared.rbac_local import RBACConsumerPermissionError
 
 
 def env(name: str) -> str:
@@ -638,6 +640,291 @@ def main() -> None:
         res = bad_client.sessions.get_jwks(project_id=PROJECT_ID)
         check_eq(res.status_code, 200, "status_code")
         check_true(res.keys, "keys")
+
+    # ------------------------------------------------------------ RBAC (policy.json, set by run.sh)
+    policy_path = os.environ.get("HALLPASS_RBAC_POLICY_FILE") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "policy.json"
+    )
+    with open(policy_path) as f:
+        policy_file = json.load(f)
+
+    def sort_by(xs: list, k: str) -> list:
+        return sorted(xs, key=lambda x: x[k])
+
+    def claim_roles(jwt: str) -> list:
+        return decode_jwt(jwt)[1]["https://stytch.com/session"]["roles"]
+
+    def ac(resource_id: str, action: str) -> AuthorizationCheck:
+        return AuthorizationCheck(resource_id=resource_id, action=action)
+
+    # Checks that no role of an editor (stytch_user + editor) grants.
+    editor_denied = [
+        ("billing", "refund"),
+        ("billing", "read"),
+        ("documents", "delete"),
+        ("no_such_resource", "read"),
+        ("documents", "no_such_action"),
+    ]
+
+    def expect_denied(fn: Callable[[], Any], what: str) -> StytchError:
+        try:
+            return expect_stytch_error(fn, 403, "consumer_session_authorization_error")
+        except CheckFailure as e:
+            raise CheckFailure(f"{what}: {e}") from e
+
+    def expect_local_denied(fn: Callable[[], Any], what: str) -> None:
+        try:
+            res = fn()
+        except RBACConsumerPermissionError:
+            return
+        except Exception as e:  # noqa: BLE001
+            raise CheckFailure(f"{what}: expected RBACConsumerPermissionError, got {type(e).__name__}: {e}") from e
+        raise CheckFailure(f"{what}: expected RBACConsumerPermissionError, got success {str(res)[:300]}")
+
+    @check("rbac.policy returns the policy set with `hallpass rbac set`")
+    def _():
+        res = client.rbac.policy()
+        check_eq(res.status_code, 200, "status_code")
+        check_true(res.request_id.startswith(f"request-id-{ENV_NAME}-"), f"request_id {res.request_id!r}")
+        check_true(res.policy is not None, "no policy")
+        p = res.policy.model_dump()
+        ids = [r["role_id"] for r in p["roles"]]
+        check_true("stytch_user" in ids and "editor" in ids, f"role ids {ids}")
+        check_eq(sort_by(p["roles"], "role_id"), sort_by(policy_file["roles"], "role_id"), "roles")
+        check_eq(sort_by(p["resources"], "resource_id"), sort_by(policy_file["resources"], "resource_id"), "resources")
+        check_eq(sort_by(p["scopes"], "scope"), sort_by(policy_file["scopes"], "scope"), "scopes")
+
+    @check("users.create with roles [editor]: user, session and JWT carry stytch_user + editor")
+    def _():
+        res = client.users.create(email=f"py-editor-{uuid.uuid4()}@example.com", roles=["editor"])
+        check_eq(res.status_code, 200, "status_code")
+        check_eq(res.user.roles, ["stytch_user", "editor"], "user.roles")
+        S["editor_id"] = res.user_id
+        check_eq(client.users.get(user_id=res.user_id).roles, ["stytch_user", "editor"], "users.get roles")
+        s = new_magic_link_session(res.user_id)
+        check_eq(s.session.roles, ["stytch_user", "editor"], "session.roles")
+        check_eq(s.user.roles, ["stytch_user", "editor"], "authenticate user.roles")
+        check_eq(claim_roles(s.session_jwt), ["stytch_user", "editor"], "JWT session claim roles")
+        S["ed"] = s
+
+    @check("users.create with an unknown role -> 400 bad_request naming it; nothing stored")
+    def _():
+        em = f"py-badrole-{uuid.uuid4()}@example.com"
+        err = expect_stytch_error(lambda: client.users.create(email=em, roles=["editor", "no_such_role"]), 400, "bad_request")
+        check_true("no_such_role" in err.details.error_message, f"error_message does not name the role: {err.details.error_message}")
+        again = client.users.create(email=em)  # the email is still free
+        check_eq(again.user.roles, ["stytch_user"], "roles of a user created without roles")
+        client.users.delete(user_id=again.user_id)
+
+    @check("sessions.authenticate with a granted authorization_check -> verdict with granting_roles")
+    def _():
+        ed = S["ed"]
+        w = client.sessions.authenticate(session_token=ed.session_token, authorization_check=ac("documents", "write"))
+        check_eq(w.status_code, 200, "status_code")
+        check_eq(w.session.session_id, ed.session.session_id, "session_id")
+        check_true(w.verdict is not None, "no verdict")
+        check_eq((w.verdict.authorized, w.verdict.granting_roles), (True, ["editor"]), "documents/write verdict")
+        # a plain dict is sent as is, too
+        r = client.sessions.authenticate(
+            session_jwt=ed.session_jwt, authorization_check={"resource_id": "documents", "action": "read"}
+        )
+        check_true(r.verdict is not None and r.verdict.authorized, f"documents/read verdict {r.verdict}")
+        check_eq(sorted(r.verdict.granting_roles), ["editor", "stytch_user"], "documents/read granting_roles (by JWT)")
+        d = client.sessions.authenticate(
+            session_token=ed.session_token, session_duration_minutes=90, authorization_check=ac("documents", "write")
+        )
+        check_true(d.verdict is not None and d.verdict.authorized, "authorized with session_duration_minutes")
+        near_minutes_from_now(d.session.expires_at, 90, "expires_at (granted call applies the duration)")
+        u = client.sessions.authenticate(session_token=S["token"], authorization_check=ac("documents", "read"))
+        check_true(u.verdict is not None, "no verdict for the stytch_user-only session")
+        check_eq((u.verdict.authorized, u.verdict.granting_roles), (True, ["stytch_user"]), "stytch_user-only documents/read")
+
+    @check("sessions.authenticate with a denied authorization_check -> 403 consumer_session_authorization_error")
+    def _():
+        ed = S["ed"]
+        for how, kw in (("token", {"session_token": ed.session_token}), ("JWT", {"session_jwt": ed.session_jwt})):
+            for rid, act in editor_denied:
+                expect_denied(
+                    lambda: client.sessions.authenticate(**kw, authorization_check=ac(rid, act)),
+                    f"editor by {how}, {rid}/{act}",
+                )
+        expect_denied(
+            lambda: client.sessions.authenticate(session_token=S["token"], authorization_check=ac("documents", "write")),
+            "stytch_user-only session, documents/write",
+        )
+
+    @check("a denied sessions.authenticate applies neither session_duration_minutes nor session_custom_claims")
+    def _():
+        ed = S["ed"]
+        before = client.sessions.authenticate(session_token=ed.session_token)
+        time.sleep(1.1)
+        expect_denied(
+            lambda: client.sessions.authenticate(
+                session_token=ed.session_token,
+                session_duration_minutes=240,
+                session_custom_claims={"denied": True},
+                authorization_check=ac("billing", "refund"),
+            ),
+            "by token with duration and claims",
+        )
+        expect_denied(
+            lambda: client.sessions.authenticate(
+                session_jwt=before.session_jwt,
+                session_duration_minutes=300,
+                session_custom_claims={"denied": 2},
+                authorization_check=ac("no_such_resource", "read"),
+            ),
+            "by JWT with duration and claims",
+        )
+        after = client.sessions.authenticate(session_token=ed.session_token)
+        check_eq(after.session.expires_at, before.session.expires_at, "expires_at")
+        check_eq(after.session.custom_claims, before.session.custom_claims, "custom_claims")
+        check_true("denied" not in decode_jwt(after.session_jwt)[1], "a denied call's claim reached the JWT")
+
+    @check("malformed authorization_check -> 400 bad_request")
+    def _():
+        bad: list[Any] = [
+            {},
+            {"resource_id": "documents"},
+            {"action": "read"},
+            {"resource_id": "documents", "action": 5},
+            {"resource_id": 7, "action": "read"},
+            {"resource_id": "documents", "action": None},
+        ]
+        for c in bad:
+            try:
+                expect_stytch_error(
+                    lambda: client.sessions.authenticate(session_token=S["ed"].session_token, authorization_check=c),
+                    400,
+                    "bad_request",
+                )
+            except CheckFailure as e:
+                raise CheckFailure(f"authorization_check {c!r}: {e}") from e
+
+    @check("sessions.authenticate_jwt_local with authorization_check: granted -> Session, denied -> RBACConsumerPermissionError")
+    def _():
+        ed = S["ed"]
+        fresh = client.sessions.authenticate(session_token=ed.session_token)
+        S["ed_jwt"] = fresh.session_jwt  # for the two checks below
+        s = client.sessions.authenticate_jwt_local(fresh.session_jwt, authorization_check=ac("documents", "write"))
+        check_true(s is not None, "local verification failed (None)")
+        check_eq(s.session_id, ed.session.session_id, "session_id")
+        check_eq(s.roles, ["stytch_user", "editor"], "roles")
+        r = client.sessions.authenticate_jwt_local(fresh.session_jwt, authorization_check=ac("documents", "read"))
+        check_true(r is not None and r.session_id == ed.session.session_id, "documents/read refused locally")
+        for rid, act in editor_denied:
+            expect_local_denied(
+                lambda: client.sessions.authenticate_jwt_local(fresh.session_jwt, authorization_check=ac(rid, act)),
+                f"{rid}/{act}",
+            )
+
+    @check("SDK behaviour (stytch-python 15.3.0): sync authenticate_jwt skips a local authorization_check")
+    def _():
+        # Not a hallpass property: the sync helper verifies the JWT locally without the check
+        # (fail-open in the SDK); with max_token_age_seconds=0 it asks the API, which refuses.
+        res = client.sessions.authenticate_jwt(S["ed_jwt"], authorization_check=ac("billing", "refund"))
+        check_eq(res.request_id, "", "request_id (answered locally, the check was not applied)")
+        check_eq(res.session.session_id, S["ed"].session.session_id, "session_id")
+        expect_denied(
+            lambda: client.sessions.authenticate_jwt(
+                S["ed_jwt"], max_token_age_seconds=0, authorization_check=ac("billing", "refund")
+            ),
+            "authenticate_jwt remote path, billing/refund",
+        )
+        ok = client.sessions.authenticate_jwt(S["ed_jwt"], max_token_age_seconds=0, authorization_check=ac("documents", "write"))
+        check_true(ok.request_id.startswith(f"request-id-{ENV_NAME}-"), f"request_id {ok.request_id!r} (not remote)")
+        check_eq(ok.session.session_id, S["ed"].session.session_id, "session_id (remote, granted)")
+
+    @check("async: authenticate_jwt_async / authenticate_jwt_local_async apply the check locally (fresh client)")
+    async def _():
+        # A fresh client, so the policy is fetched through the async HTTP client.
+        aclient = stytch.Client(project_id=PROJECT_ID, secret=SECRET, environment=BASE)
+        try:
+            ok = await aclient.sessions.authenticate_jwt_async(S["ed_jwt"], authorization_check=ac("documents", "write"))
+            check_eq(ok.request_id, "", "request_id (answered locally)")
+            check_eq(ok.session.session_id, S["ed"].session.session_id, "session_id")
+            s = await aclient.sessions.authenticate_jwt_local_async(S["ed_jwt"], authorization_check=ac("documents", "read"))
+            check_true(s is not None and s.roles == ["stytch_user", "editor"], f"local async session {s}")
+            for rid, act in editor_denied:
+                for name, coro in (
+                    ("authenticate_jwt_async", lambda: aclient.sessions.authenticate_jwt_async(S["ed_jwt"], authorization_check=ac(rid, act))),
+                    ("authenticate_jwt_local_async", lambda: aclient.sessions.authenticate_jwt_local_async(S["ed_jwt"], authorization_check=ac(rid, act))),
+                ):
+                    try:
+                        res = await coro()
+                    except RBACConsumerPermissionError:
+                        continue
+                    raise CheckFailure(f"{name} {rid}/{act}: expected RBACConsumerPermissionError, got {str(res)[:300]}")
+            await expect_stytch_error_async(
+                aclient.sessions.authenticate_async(session_token=S["ed"].session_token, authorization_check=ac("billing", "refund")),
+                403,
+                "consumer_session_authorization_error",
+            )
+            pol = await aclient.rbac.policy_async()
+            check_true(pol.policy is not None and any(r.role_id == "editor" for r in pol.policy.roles), "policy_async")
+        finally:
+            await aclient.close()
+
+    @check("users.update roles [billing_admin] replaces editor and reaches the next session and JWT")
+    def _():
+        ed = S["ed"]
+        old_jwt = client.sessions.authenticate(session_token=ed.session_token).session_jwt
+        upd = client.users.update(user_id=S["editor_id"], roles=["billing_admin"])
+        check_eq(upd.status_code, 200, "status_code")
+        check_eq(upd.user.roles, ["stytch_user", "billing_admin"], "users.update user.roles")
+        check_eq(client.users.get(user_id=S["editor_id"]).roles, ["stytch_user", "billing_admin"], "users.get roles")
+        res = client.sessions.authenticate(session_token=ed.session_token)
+        check_eq(res.session.roles, ["stytch_user", "billing_admin"], "session.roles on the next authenticate")
+        check_eq(claim_roles(res.session_jwt), ["stytch_user", "billing_admin"], "new JWT session claim roles")
+        local = client.sessions.authenticate_jwt_local(res.session_jwt, authorization_check=ac("billing", "refund"))
+        check_true(local is not None, "new JWT refused locally")
+        check_eq(local.roles, ["stytch_user", "billing_admin"], "local roles")
+        expect_local_denied(
+            lambda: client.sessions.authenticate_jwt_local(res.session_jwt, authorization_check=ac("documents", "write")),
+            "documents/write with the new JWT",
+        )
+        # The API judges by the user's roles now, even for a JWT minted before the update ...
+        v = client.sessions.authenticate(session_jwt=old_jwt, authorization_check=ac("billing", "refund"))
+        check_true(v.verdict is not None, "no verdict")
+        check_eq((v.verdict.authorized, v.verdict.granting_roles), (True, ["billing_admin"]), "billing/refund with the pre-update JWT")
+        check_eq(claim_roles(v.session_jwt), ["stytch_user", "billing_admin"], "JWT minted from the pre-update JWT")
+        expect_denied(
+            lambda: client.sessions.authenticate(session_jwt=old_jwt, authorization_check=ac("documents", "write")),
+            "documents/write with the pre-update JWT after editor was removed",
+        )
+        # ... while the old JWT itself is a signed snapshot (<= 5 min): it still says editor.
+        check_eq(claim_roles(old_jwt), ["stytch_user", "editor"], "pre-update JWT claim roles")
+
+    @check("users.update: unknown role -> 400 and nothing changes; without roles keeps them; roles [] clears them")
+    def _():
+        uid = S["editor_id"]
+        err = expect_stytch_error(
+            lambda: client.users.update(user_id=uid, roles=["billing_admin", "no_such_role"], name={"first_name": "Nope"}),
+            400,
+            "bad_request",
+        )
+        check_true("no_such_role" in err.details.error_message, f"error_message does not name the role: {err.details.error_message}")
+        got = client.users.get(user_id=uid)
+        check_eq(got.roles, ["stytch_user", "billing_admin"], "roles after the refused update")
+        check_true(got.name is None or got.name.first_name != "Nope", "name changed by the refused update")
+        named = client.users.update(user_id=uid, name={"first_name": "Bill"})
+        check_eq(named.user.roles, ["stytch_user", "billing_admin"], "roles after an update without roles")
+        cleared = client.users.update(user_id=uid, roles=[])
+        check_eq(cleared.user.roles, ["stytch_user"], "roles after roles=[]")
+        res = client.sessions.authenticate(session_token=S["ed"].session_token, authorization_check=ac("documents", "read"))
+        check_eq(res.session.roles, ["stytch_user"], "session.roles")
+        check_true(res.verdict is not None, "no verdict")
+        check_eq((res.verdict.authorized, res.verdict.granting_roles), (True, ["stytch_user"]), "documents/read verdict")
+        expect_denied(
+            lambda: client.sessions.authenticate(session_token=S["ed"].session_token, authorization_check=ac("billing", "refund")),
+            "billing/refund after roles=[]",
+        )
+
+    if "editor_id" in S:
+        try:
+            client.users.delete(user_id=S["editor_id"])
+        except Exception:  # noqa: BLE001
+            pass
 
     # ------------------------------------------------------------ migrate
     # Upper-cased here: the UserInfo answer (lower case) must match it case-insensitively.
