@@ -26,6 +26,9 @@ use crate::error::Error;
 use crate::http::{self, auth::CallerCache, request_id};
 use crate::store::{self, Db};
 
+/// Rows deleted per retention statement: short transactions, bounded lock time.
+pub const PURGE_BATCH: i64 = 1000;
+
 /// Knobs the request path needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -37,6 +40,9 @@ pub struct Settings {
     /// Caller verifications allowed per minute per (client address, project), and per project.
     pub auth_attempts_per_client: u32,
     pub auth_attempts_per_project: u32,
+    /// How long ended sessions and magic links are kept, and how often the purge runs.
+    pub retention: Duration,
+    pub retention_interval: Duration,
 }
 
 impl Settings {
@@ -53,6 +59,8 @@ impl Settings {
             refresh_interval: Duration::from_secs(c.keys.refresh_interval_seconds),
             auth_attempts_per_client: c.server.auth_attempts_per_minute_per_client,
             auth_attempts_per_project: c.server.auth_attempts_per_minute_per_project,
+            retention: Duration::from_secs(c.retention.seconds),
+            retention_interval: Duration::from_secs(c.retention.interval_seconds),
         }
     }
 }
@@ -133,6 +141,32 @@ impl AppState {
         }
     }
 
+    /// Deletes what ended more than the retention window ago (if no other instance is).
+    pub async fn purge(&self) {
+        let cutoff = self.clock.now() - self.settings.retention.as_secs() as i64;
+        match store::retention::purge(&self.db, cutoff, PURGE_BATCH, false, |_| {}).await {
+            Ok(store::retention::Outcome::Done(p)) => {
+                self.metrics
+                    .sessions_purged
+                    .fetch_add(p.sessions, std::sync::atomic::Ordering::Relaxed);
+                self.metrics
+                    .magic_links_purged
+                    .fetch_add(p.magic_links, std::sync::atomic::Ordering::Relaxed);
+                if p.sessions + p.magic_links > 0 {
+                    tracing::info!(
+                        sessions = p.sessions,
+                        magic_links = p.magic_links,
+                        "retention: deleted ended rows"
+                    );
+                }
+            }
+            Ok(store::retention::Outcome::Busy) => {
+                tracing::debug!("retention: another instance is purging");
+            }
+            Err(e) => tracing::warn!(error = %e, "retention purge failed; will retry"),
+        }
+    }
+
     /// One maintenance pass as the background tasks do it: converge, then reload.
     pub async fn maintain(&self) {
         self.converge_rings().await;
@@ -148,7 +182,7 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let period = self.settings.refresh_interval;
-        let (a, b, c) = (self.clone(), self.clone(), self.clone());
+        let (a, b, c, d) = (self.clone(), self.clone(), self.clone(), self.clone());
         vec![
             every(period, shutdown.clone(), move || {
                 let s = a.clone();
@@ -158,9 +192,13 @@ impl AppState {
                 let s = b.clone();
                 async move { s.converge_rings().await }
             }),
-            every(Duration::from_secs(1), shutdown, move || {
+            every(Duration::from_secs(1), shutdown.clone(), move || {
                 let s = c.clone();
                 async move { s.touches.flush(&s.db).await }
+            }),
+            every(self.settings.retention_interval, shutdown, move || {
+                let s = d.clone();
+                async move { s.purge().await }
             }),
         ]
     }

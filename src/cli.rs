@@ -46,6 +46,13 @@ pub enum Command {
     /// Manage a project's RBAC policy.
     #[command(subcommand)]
     Rbac(RbacCommand),
+    /// Delete sessions and magic links that ended more than HALLPASS_RETENTION_SECONDS ago
+    /// (what every server does in the background), printing progress and what was deleted.
+    Purge {
+        /// Count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,6 +161,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
         Command::Project(cmd) => project(config, cmd).await,
         Command::Keys(cmd) => keys(config, cmd).await,
         Command::Rbac(cmd) => rbac(config, cmd).await,
+        Command::Purge { dry_run } => purge(config, dry_run).await,
     }
 }
 
@@ -189,7 +197,7 @@ pub async fn connect(config: &Config) -> Result<Db, Fatal> {
                 tracing::warn!(error = %e, "database not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => return Err(Fatal(format!("cannot open the database: {e}"))),
+            Err(e) => return Err(Fatal(format!("cannot open the database: {}", explain(&e)))),
         }
     };
     db.migrate().await?;
@@ -197,7 +205,34 @@ pub async fn connect(config: &Config) -> Result<Db, Fatal> {
 }
 
 fn is_transient(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) && tls_failure(e).is_none()
+}
+
+/// A TLS verification failure, in words an operator can act on. Retrying cannot fix one.
+fn tls_failure(e: &sqlx::Error) -> Option<String> {
+    let text = e.to_string();
+    let (_, detail) = text.split_once("invalid peer certificate: ")?;
+    Some(
+        if detail.starts_with("NotValidForName")
+            || detail.starts_with("certificate not valid for name")
+        {
+            format!(
+                "TLS: the server's certificate is not valid for the host name in the URL \
+             (sslmode=verify-full checks it; {detail})"
+            )
+        } else if detail.starts_with("UnknownIssuer") {
+            "TLS: the server's certificate is not signed by a trusted authority (sslmode=verify-ca/\
+         verify-full; give the CA with sslrootcert=/path/to/root.crt in the URL)"
+                .to_string()
+        } else {
+            format!("TLS: the server's certificate was refused: {detail}")
+        },
+    )
+}
+
+/// An error opening the database, with TLS failures spelled out.
+fn explain(e: &sqlx::Error) -> String {
+    tls_failure(e).unwrap_or_else(|| e.to_string())
 }
 
 /// The operator's master keys; with SQLite and none configured, one kept beside the file
@@ -406,6 +441,41 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+async fn purge(config: Config, dry_run: bool) -> Result<(), Fatal> {
+    use crate::store::retention::{Outcome, Purged};
+    let db = connect(&config).await?;
+    let cutoff = Clock::system().now() - config.retention.seconds as i64;
+    let mut last = Purged::default();
+    let outcome = store::retention::purge(&db, cutoff, app::PURGE_BATCH, dry_run, |p| {
+        // Progress on long runs: one line per 10,000 rows.
+        if !dry_run
+            && (p.sessions + p.magic_links) / 10_000 > (last.sessions + last.magic_links) / 10_000
+        {
+            eprintln!(
+                "… {} sessions, {} magic links deleted so far",
+                p.sessions, p.magic_links
+            );
+        }
+        last = p;
+    })
+    .await?;
+    match outcome {
+        Outcome::Busy => {
+            return Err(Fatal(
+                "another instance is purging right now; try again when it is done".into(),
+            ));
+        }
+        Outcome::Done(p) => println!(
+            "{} {} sessions and {} magic links that ended before {}",
+            if dry_run { "would delete" } else { "deleted" },
+            p.sessions,
+            p.magic_links,
+            rfc3339(cutoff)
+        ),
+    }
+    Ok(())
 }
 
 async fn rbac(config: Config, cmd: RbacCommand) -> Result<(), Fatal> {

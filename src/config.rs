@@ -43,7 +43,15 @@ pub struct Config {
     pub security: SecurityConfig,
     pub bootstrap: BootstrapConfig,
     pub keys: KeysConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub seconds: u64,
+    pub interval_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +228,18 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
         "refresh_interval_seconds",
         Kind::Int,
     ),
+    (
+        "HALLPASS_RETENTION_SECONDS",
+        "retention",
+        "seconds",
+        Kind::Int,
+    ),
+    (
+        "HALLPASS_RETENTION_INTERVAL_SECONDS",
+        "retention",
+        "interval_seconds",
+        Kind::Int,
+    ),
     ("HALLPASS_LOG_FORMAT", "log", "format", Kind::Str),
     ("HALLPASS_LOG", "log", "filter", Kind::Str),
 ];
@@ -308,6 +328,11 @@ impl Config {
                 self.keys.rotation_interval_seconds,
             ),
             ("keys.jwks_max_age_seconds", self.keys.jwks_max_age_seconds),
+            ("retention.seconds", self.retention.seconds),
+            (
+                "retention.interval_seconds",
+                self.retention.interval_seconds,
+            ),
             (
                 "keys.refresh_interval_seconds",
                 self.keys.refresh_interval_seconds,

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub caller_rate_limited: AtomicU64,
     pub caller_refusals: AtomicU64,
     pub key_ring_steps: AtomicU64,
+    pub sessions_purged: AtomicU64,
+    pub magic_links_purged: AtomicU64,
     pub refresh_failures: AtomicU64,
 }
 
@@ -70,6 +72,16 @@ impl Metrics {
                 "hallpass_caller_refusals_total",
                 "Callers refused 401 after verification.",
                 &self.caller_refusals,
+            ),
+            (
+                "hallpass_retention_sessions_deleted_total",
+                "Ended sessions deleted by the retention purge.",
+                &self.sessions_purged,
+            ),
+            (
+                "hallpass_retention_magic_links_deleted_total",
+                "Used or expired magic links deleted by the retention purge.",
+                &self.magic_links_purged,
             ),
             (
                 "hallpass_key_ring_steps_total",

@@ -388,7 +388,9 @@ impl AsyncWrite for Io {
         // error the application produces has a JSON body, so a bodiless error response is
         // hyper's own: write ours instead (same status, then the connection closes).
         if let Some(status) = hyper_error_status(buf) {
-            self.replacement = Some((error_response(status), 0));
+            let (bytes, id) = error_response(status);
+            tracing::info!(request_id = %id, status, "refused a request hyper could not parse");
+            self.replacement = Some((bytes, 0));
             return match self.drain_replacement(cx) {
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 // Written, or still going out: hyper's bytes count as taken either way.
@@ -429,7 +431,8 @@ fn hyper_error_status(buf: &[u8]) -> Option<u16> {
     (bodiless && buf.len() == end + 4).then_some(status)
 }
 
-fn error_response(status: u16) -> Vec<u8> {
+/// The JSON error response for `status`, and its request id.
+fn error_response(status: u16) -> (Vec<u8>, String) {
     let (reason, message) = match status {
         431 => (
             "Request Header Fields Too Large",
@@ -448,23 +451,25 @@ fn error_response(status: u16) -> Vec<u8> {
     } else {
         400
     };
+    let id = crate::domain::ids::format(
+        crate::domain::ids::Kind::Request,
+        crate::domain::ids::Env::Test,
+        uuid::Uuid::new_v4(),
+    );
     let body = serde_json::json!({
         "status_code": status,
-        "request_id": crate::domain::ids::format(
-            crate::domain::ids::Kind::Request,
-            crate::domain::ids::Env::Test,
-            uuid::Uuid::new_v4(),
-        ),
+        "request_id": id,
         "error_type": "bad_request",
         "error_message": message,
         "error_url": format!("https://stytch.com/docs/api/errors/{status}"),
     })
     .to_string();
-    format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    let bytes = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nx-request-id: {id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
-    .into_bytes()
+    .into_bytes();
+    (bytes, id)
 }
 
 #[cfg(test)]
@@ -491,7 +496,7 @@ mod tests {
             ),
             None
         );
-        let r = String::from_utf8(error_response(431)).unwrap();
+        let r = String::from_utf8(error_response(431).0).unwrap();
         let body = r.split("\r\n\r\n").nth(1).unwrap();
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["status_code"], 431);

@@ -12,8 +12,11 @@ use super::session::DEFAULT_ROLE;
 const MAX_ROLES: usize = 500;
 const MAX_RESOURCES: usize = 500;
 const MAX_SCOPES: usize = 500;
+/// Ids are bounded in bytes: a user's roles travel in every JWT.
 const MAX_ID_CHARS: usize = 128;
 const MAX_DESCRIPTION_CHARS: usize = 1024;
+/// Most roles one user may be assigned.
+pub const MAX_USER_ROLES: usize = 32;
 const MAX_ACTIONS: usize = 100;
 
 /// A project's RBAC policy, in Stytch's shape.
@@ -77,11 +80,25 @@ fn check_text(what: &str, value: &str, max: usize, required: bool) -> Result<(),
     if required && value.trim().is_empty() {
         return refuse(format!("{what} must not be empty"));
     }
-    if value.chars().count() > max {
-        return refuse(format!("{what} is longer than {max} characters"));
+    if value.len() > max {
+        return refuse(format!("{what} is longer than {max} bytes"));
     }
     if value.chars().any(char::is_control) {
         return refuse(format!("{what} contains a control character"));
+    }
+    Ok(())
+}
+
+fn objects_only(v: &serde_json::Value, at: &str) -> Result<(), PolicyError> {
+    let Some(map) = v.as_object() else {
+        return refuse(format!("{at} must be a JSON object"));
+    };
+    for key in ["roles", "resources", "scopes", "permissions"] {
+        if let Some(serde_json::Value::Array(items)) = map.get(key) {
+            for (i, item) in items.iter().enumerate() {
+                objects_only(item, &format!("{at}.{key}[{i}]"))?;
+            }
+        }
     }
     Ok(())
 }
@@ -90,7 +107,12 @@ impl Policy {
     /// Parses and validates a policy as the operator gives it; the result always holds the
     /// role `stytch_user` (added, without permissions, when the policy does not define it).
     pub fn parse(json: &str) -> Result<Self, PolicyError> {
-        let policy: Policy = serde_json::from_str(json)
+        let tree: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| PolicyError(format!("not a policy document: {e}")))?;
+        // serde's derived structs also accept arrays (fields by position): every element
+        // that is an object in Stytch's shape must be one here.
+        objects_only(&tree, "policy")?;
+        let policy: Policy = serde_json::from_value(tree)
             .map_err(|e| PolicyError(format!("not a policy document: {e}")))?;
         policy.validated()
     }
@@ -354,7 +376,11 @@ mod tests {
                 r#"{"roles": [{"role_id": ""}]}"#,
                 "role_id must not be empty",
             ),
-            (r#"[]"#, "not a policy"),
+            (r#"[]"#, "must be a JSON object"),
+            (
+                r#"{"roles": [["editor"]]}"#,
+                "roles[0] must be a JSON object",
+            ),
         ];
         for (json, needle) in cases {
             let e = Policy::parse(json).unwrap_err().to_string();

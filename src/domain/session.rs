@@ -15,8 +15,9 @@ pub const MAX_CUSTOM_CLAIMS_BYTES: usize = 4096;
 pub const DEFAULT_ROLE: &str = "stytch_user";
 /// Bounds on what a session stores, so the JWT minted from it always fits in a request that
 /// carries it back (the body limit is 64 KiB): 4096 bytes of claims, at most 16 factors of at
-/// most 1024 bytes of detail each, and the two attributes below make a JWT of at most about
-/// 32 KiB.
+/// most 1024 bytes of detail each (under a name of at most 64 bytes), the two attributes
+/// below, and at most 32 roles of at most 128 bytes (see `rbac`) make a JWT of at most about
+/// 40 KiB.
 pub const MAX_FACTORS: usize = 16;
 pub const MAX_FACTOR_DETAIL_BYTES: usize = 1024;
 pub const MAX_IP_ADDRESS_CHARS: usize = 64;
@@ -299,7 +300,7 @@ impl Factor {
                 | "last_authenticated_at"
                 | "created_at"
                 | "updated_at" => {}
-                k if k.ends_with("_factor") && value.is_object() => {
+                k if k.ends_with("_factor") && value.is_object() && k.len() <= 64 => {
                     if !detail.is_empty() {
                         return Err(Error::bad_request(format!(
                             "{} may carry at most one detail object",

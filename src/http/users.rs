@@ -15,6 +15,7 @@ use super::{Json, PathText, present};
 use crate::app::AppState;
 use crate::directory::Project;
 use crate::domain::ids::{self, Kind};
+use crate::domain::rbac::MAX_USER_ROLES;
 use crate::domain::session::DEFAULT_ROLE;
 use crate::error::{Error, Result};
 use crate::store::users::{UserPatch, UserRow};
@@ -81,8 +82,10 @@ fn valid_email(email: &str) -> bool {
 /// Validates assigned roles against the project's policy and returns them as stored (a JSON
 /// array). `stytch_user` is implied and not stored.
 fn assigned_roles(project: &Project, roles: &[String]) -> Result<String> {
-    if roles.len() > 100 {
-        return Err(Error::bad_request("roles: at most 100 roles"));
+    if roles.len() > MAX_USER_ROLES {
+        return Err(Error::bad_request(format!(
+            "roles: at most {MAX_USER_ROLES} roles"
+        )));
     }
     let mut assigned: Vec<&String> = Vec::new();
     for (i, role) in roles.iter().enumerate() {
@@ -107,7 +110,7 @@ fn metadata(m: Option<Map<String, Value>>) -> Result<String> {
 
 fn external_id(value: Option<String>) -> Result<Option<String>> {
     match value.filter(|v| !v.is_empty()) {
-        Some(v) if v.len() > 128 => Err(Error::bad_request(
+        Some(v) if v.chars().count() > 128 => Err(Error::bad_request(
             "external_id must be at most 128 characters",
         )),
         // An external id that looks like a user id would make lookups ambiguous.

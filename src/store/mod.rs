@@ -4,6 +4,7 @@ mod direct;
 pub mod keys;
 pub mod magic_links;
 pub mod projects;
+pub mod retention;
 pub mod sessions;
 pub mod users;
 
@@ -98,6 +99,11 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
         "0004_rbac",
         include_str!("../../migrations/postgres/0004_rbac.sql"),
         include_str!("../../migrations/sqlite/0004_rbac.sql"),
+    ),
+    (
+        "0005_retention",
+        include_str!("../../migrations/postgres/0005_retention.sql"),
+        include_str!("../../migrations/sqlite/0005_retention.sql"),
     ),
 ];
 

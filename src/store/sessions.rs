@@ -372,10 +372,12 @@ pub async fn touch(db: &Db, ids: &[Uuid], at: i64) -> sqlx::Result<()> {
     }
 }
 
-/// Revokes one session; `false` when it is unknown, another project's or already revoked.
+/// Revokes one session; `false` when it is unknown, another project's, expired or already
+/// revoked.
 pub async fn revoke(db: &Db, project: Uuid, id: Uuid, now: i64) -> sqlx::Result<bool> {
     let n = with_db!(db, pool => sqlx::query(
-        "UPDATE sessions SET revoked_at = $3 WHERE id = $1 AND project_id = $2 AND revoked_at IS NULL",
+        "UPDATE sessions SET revoked_at = $3
+         WHERE id = $1 AND project_id = $2 AND revoked_at IS NULL AND expires_at > $3",
     )
     .bind(id)
     .bind(project)

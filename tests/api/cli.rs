@@ -88,6 +88,8 @@ impl Cli {
             refresh_interval: Duration::from_secs(1),
             auth_attempts_per_client: 60,
             auth_attempts_per_project: 600,
+            retention: Duration::from_secs(30 * 86_400),
+            retention_interval: Duration::from_secs(3600),
         };
         let state = AppState::new(
             self.db().await,

@@ -164,6 +164,8 @@ impl TestApp {
             refresh_interval: Duration::from_secs(1),
             auth_attempts_per_client: 60,
             auth_attempts_per_project: 600,
+            retention: Duration::from_secs(30 * 86_400),
+            retention_interval: Duration::from_secs(3600),
         };
         let project_id = format!("project-test-{}", uuid::Uuid::new_v4());
         let secret = "a-test-secret-that-is-long-enough-0123456789".to_string();

@@ -16,6 +16,7 @@ mod migrate;
 mod process;
 mod rbac;
 mod replicas;
+mod retention;
 mod sessions;
 mod storage;
 mod transport;

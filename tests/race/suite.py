@@ -262,23 +262,35 @@ class Case:
         server.wait_ready()
         return server
 
+    def run_cli(self, env: dict, *args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
+        """Runs `hallpass ARGS` with `env`, whatever its exit status; (the run, its seconds).
+        A run still going after `timeout` s is killed and is a CaseFailure."""
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                [str(self.binary), *args], env=env, stdin=subprocess.DEVNULL,
+                capture_output=True, text=True, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise CaseFailure(f"hallpass {' '.join(args)} still running after {timeout:.0f} s") from None
+        return done, time.monotonic() - started
+
     def cli(self, env: dict, *args: str) -> str:
         """Runs `hallpass ARGS` with `env`; its standard output."""
-        done = subprocess.run(
-            [str(self.binary), *args], env=env, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=60,
-        )
+        done, _ = self.run_cli(env, *args)
         check(done.returncode == 0, f"hallpass {' '.join(args)} exited {done.returncode}: {done.stderr.strip()[-300:]}")
         return done.stdout
 
 
-def psql(sql: str) -> None:
+def psql(sql: str, url: str = PG_ADMIN_URL) -> str:
+    """Runs `sql` on `url` (the shared server unless told); its output, unaligned, no headers."""
     done = subprocess.run(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", PG_ADMIN_URL, "-c", sql],
+        ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )
     if done.returncode != 0:
         raise CaseFailure(f"psql {sql!r}: {done.stderr.strip()}")
+    return done.stdout
 
 
 # ------------------------------------------------------------------------ API helpers
@@ -702,9 +714,11 @@ def wrong_secret_flood(c: Case) -> str:
 
 class PrivateCluster:
     """A throw-away Postgres 15 cluster on a free port, run as the `postgres` user when we
-    are root (initdb refuses root)."""
+    are root (initdb refuses root). `settings` (name: value) are given to every start as
+    `-c name=value`."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        self.settings = dict(settings or {})
         # Its own folder, not the case's: the `postgres` user must be able to reach it.
         self.root = root = Path(tempfile.mkdtemp(prefix="hallpass-race-pg-"))
         self.data = root / "data"
@@ -712,6 +726,8 @@ class PrivateCluster:
         self.ctl_log = root / "pg_ctl.log"
         self.port = free_port()
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        # For the suite's own queries: TCP, never TLS, so they work whatever the settings.
+        self.admin_url = self.url + "?sslmode=disable"
         if os.geteuid() == 0:
             shutil.chown(root, "postgres", "postgres")
 
@@ -731,6 +747,7 @@ class PrivateCluster:
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "start", "-w", "-t", "60")
 
     def restart(self) -> None:
@@ -871,6 +888,128 @@ def postgres_restart_under_load(c: Case) -> str:
     check(not pending, f"{len(pending)} of {len(created)} sessions left unverified after 40 s")
     check(not lost, f"{len(lost)}/{len(created)} created sessions do not authenticate: {tally(lost)}; {timeline}")
     return f"{len(records)} requests ({statuses}); {len(created)} sessions all authenticate; {timeline}"
+
+
+def openssl(folder: Path, *args: str) -> None:
+    done = subprocess.run(["openssl", *args], cwd=folder, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise CaseFailure(f"openssl {' '.join(args[:2])} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A CA (EC P-256) and a server certificate it signs, for `localhost` only: CN and
+    subjectAltName DNS:localhost, no IP address. The server key is readable only by the
+    `postgres` user (by us when we are not root). Paths by name: ca, cert, key."""
+    folder.chmod(0o755)  # the `postgres` user reads the certificate and key here
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl(folder, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=hallpass race test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl(folder, "req", "-new", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (folder / "server.ext").write_text(
+        "basicConstraints = critical,CA:FALSE\n"
+        "keyUsage = critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage = serverAuth\n"
+        "subjectAltName = DNS:localhost\n"
+    )
+    openssl(folder, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-set_serial", "0x" + secrets.token_hex(16), "-days", "2", "-extfile", "server.ext",
+            "-out", "server.crt")
+    (folder / "ca.key").chmod(0o600)
+    key = folder / "server.key"
+    if os.geteuid() == 0:
+        shutil.chown(key, "postgres", "postgres")
+    key.chmod(0o600)
+    for name in ("ca.crt", "server.crt"):
+        (folder / name).chmod(0o644)
+    return {"ca": folder / "ca.crt", "cert": folder / "server.crt", "key": key}
+
+
+def backend_ssl(cluster: PrivateCluster) -> list[bool]:
+    """For each client connection to `cluster` but our own: whether it uses TLS."""
+    out = psql("SELECT ssl FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
+               "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()", cluster.admin_url)
+    return [line.strip() == "t" for line in out.split()]
+
+
+def wait_no_clients(cluster: PrivateCluster, timeout: float = 10.0) -> None:
+    """Until no client but us is connected to `cluster` (what an earlier step left goes)."""
+    deadline = time.monotonic() + timeout
+    while backend_ssl(cluster):
+        check(time.monotonic() < deadline, f"connections still open {timeout:.0f} s after their client ended")
+        time.sleep(0.1)
+
+
+@case
+def postgres_tls(c: Case) -> str:
+    """TLS to Postgres: sslmode=require encrypts every connection (pool and direct),
+    verify-full checks the host name and wants a root certificate, disable does not encrypt."""
+    if c.backend != "postgres":
+        raise Skip("sqlite")
+    tls = Path(tempfile.mkdtemp(prefix="hallpass-race-tls-"))
+    c.on_close(lambda: shutil.rmtree(tls, ignore_errors=True))
+    files = make_certificates(tls)
+    cluster = PrivateCluster({"ssl": "on", "ssl_cert_file": str(files["cert"]), "ssl_key_file": str(files["key"])})
+    c.on_close(cluster.destroy)
+    cluster.init()
+    cluster.start()
+
+    def url(host: str, query: str) -> str:
+        return f"postgres://postgres@{host}:{cluster.port}/postgres?{query}"
+
+    def serve_and_look(database_url: str) -> list[bool]:
+        """A server on `database_url` that has made a user, created a session and
+        authenticated it (so the pool and the direct connections are open): each of its
+        connections' TLS. The server is stopped, and its connections gone, afterwards."""
+        wait_no_clients(cluster)
+        server = c.start_server(database_url)
+        try:
+            token = create_session(server, create_user(server))
+            authenticate(server, token)
+            authenticate(server, token)
+            return backend_ssl(cluster)
+        finally:
+            server.stop()
+            wait_no_clients(cluster)
+
+    # a. sslmode=require: every connection of the server is encrypted.
+    required = serve_and_look(url("localhost", "sslmode=require"))
+    check(required and all(required),
+          f"sslmode=require: {len(required)} server connections, {required.count(False)} without TLS")
+
+    # b. verify-full with the CA, host `localhost` (the certificate's name): works.
+    ca = f"sslrootcert={files['ca']}"
+    done, verified_in = c.run_cli(c.env(url("localhost", f"sslmode=verify-full&{ca}")), "project", "list")
+    check(done.returncode == 0,
+          f"verify-full with sslrootcert, host localhost: exited {done.returncode}: {done.stderr.strip()[-300:]}")
+
+    # c. verify-full with the CA, host 127.0.0.1 (not in the certificate): refused, at once.
+    done, wrong_host_in = c.run_cli(c.env(url("127.0.0.1", f"sslmode=verify-full&{ca}")), "project", "list",
+                                    timeout=40)
+    stderr = done.stderr.strip()
+    check(done.returncode != 0, f"verify-full, host 127.0.0.1 not in the certificate: exited 0 ({wrong_host_in:.1f}s)")
+    check("not valid for the host name" in stderr,
+          f"verify-full, host 127.0.0.1: exited {done.returncode}, but stderr does not say the certificate is "
+          f"not valid for the host name: {stderr[-300:]!r}")
+    check(wrong_host_in < 10.0, f"verify-full, host 127.0.0.1: refused only after {wrong_host_in:.1f}s (10 s allowed)")
+
+    # d. verify-full without sslrootcert: refused, and the message names sslrootcert.
+    done, no_root_in = c.run_cli(c.env(url("localhost", "sslmode=verify-full")), "project", "list", timeout=40)
+    stderr = done.stderr.strip()
+    check(done.returncode != 0, f"verify-full without sslrootcert: exited 0 ({no_root_in:.1f}s)")
+    check("sslrootcert" in stderr,
+          f"verify-full without sslrootcert: exited {done.returncode}, stderr does not mention sslrootcert: "
+          f"{stderr[-300:]!r}")
+
+    # e. sslmode=disable: the server works, unencrypted.
+    disabled = serve_and_look(url("localhost", "sslmode=disable"))
+    check(disabled and not any(disabled),
+          f"sslmode=disable: {len(disabled)} server connections, {disabled.count(True)} with TLS")
+
+    return (f"require: {len(required)} connections all TLS; verify-full: localhost ok ({verified_in:.1f}s), "
+            f"127.0.0.1 refused in {wrong_host_in:.1f}s, no sslrootcert refused in {no_root_in:.1f}s; "
+            f"disable: {len(disabled)} connections, none TLS")
 
 
 # ------------------------------------------------------------------------ runner
