@@ -19,20 +19,28 @@ COPY config ./config
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked && strip target/release/hallpass
 
 FROM debian:bookworm-slim
-# ca-certificates: the migrate endpoint calls the operator's HTTPS UserInfo URL.
-# curl: the HEALTHCHECK below.
+# ca-certificates: the migrate endpoint calls the operator's HTTPS UserInfo URL, and TLS to
+# Postgres (sslmode=verify-*) may use system roots. Nothing else: the health check is the
+# binary itself.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /var/lib/hallpass --create-home hallpass
+    && groupadd --system --gid 10001 hallpass \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/hallpass --create-home hallpass
 COPY --from=build /src/target/release/hallpass /usr/local/bin/hallpass
-USER hallpass
+# Numeric, so Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
 WORKDIR /var/lib/hallpass
+# With no HALLPASS_DATABASE_URL the server keeps an embedded SQLite database (and its
+# generated master key) in /var/lib/hallpass: mount a volume there to keep them.
+VOLUME ["/var/lib/hallpass"]
 ENV HALLPASS_LISTEN=0.0.0.0:8080 \
     HALLPASS_LOG_FORMAT=json
 EXPOSE 8080
+# `hallpass healthcheck` reads the same configuration as the server, so it follows an
+# overridden HALLPASS_LISTEN; it fails unless /healthz answers 200 within 2 s.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:8080/healthz >/dev/null || exit 1
+    CMD ["/usr/local/bin/hallpass", "healthcheck"]
 # SIGTERM drains in-flight requests and flushes pending writes before exit.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/hallpass"]

@@ -43,6 +43,7 @@ pub async fn create_project(
     env: Env,
     now: i64,
 ) -> Result<Credentials, AdminError> {
+    keyring::may_seal(db, master, now).await?;
     let id = ProjectId::new(env);
     store::projects::insert_if_missing(
         db,
@@ -73,8 +74,9 @@ pub async fn create_project(
     })
 }
 
-/// Makes sure the bootstrap project exists and accepts `secret`. Idempotent across restarts
-/// and across replicas starting together: the project and the secret row have fixed ids.
+/// Makes sure the bootstrap project exists and accepts `secret`, and no earlier bootstrap
+/// secret. Idempotent across restarts and across replicas starting together: the project and
+/// the secret row have fixed ids.
 pub async fn bootstrap(
     db: &Db,
     master: &MasterKeys,
@@ -84,17 +86,8 @@ pub async fn bootstrap(
     userinfo_url: Option<&str>,
     now: i64,
 ) -> Result<ProjectId, AdminError> {
-    let id: ProjectId = project
-        .parse()
-        .map_err(|e| AdminError::Invalid(format!("HALLPASS_BOOTSTRAP_PROJECT_ID: {e}")))?;
-    if secret.chars().count() < MIN_SECRET_LEN {
-        return Err(AdminError::Invalid(format!(
-            "HALLPASS_BOOTSTRAP_SECRET must be at least {MIN_SECRET_LEN} characters"
-        )));
-    }
-    if let Some(url) = userinfo_url {
-        validate_userinfo_url(url)?;
-    }
+    let id = validate_bootstrap(project, secret, userinfo_url)?;
+    keyring::may_seal(db, master, now).await?;
     store::projects::insert_if_missing(
         db,
         &ProjectRow {
@@ -125,10 +118,35 @@ pub async fn bootstrap(
         .await?
         .iter()
         .any(|s| s.id == secret_id);
-    if !known {
-        store::projects::insert_secret(db, secret_id, id.uuid, &hash(secret).await?, now).await?;
-    }
+    // Hashing is skipped when the row exists; the replacement runs either way, so a secret
+    // changed while this replica was down still retires the previous one.
+    let hashed = if known {
+        String::new()
+    } else {
+        hash(secret).await?
+    };
+    store::projects::replace_bootstrap_secret(db, secret_id, id.uuid, &hashed, now).await?;
     keyring::converge(db, master, schedule, id.uuid, id.env, now, Until::Signing).await?;
+    Ok(id)
+}
+
+/// Checks the bootstrap settings without touching the database.
+pub fn validate_bootstrap(
+    project: &str,
+    secret: &str,
+    userinfo_url: Option<&str>,
+) -> Result<ProjectId, AdminError> {
+    let id: ProjectId = project
+        .parse()
+        .map_err(|e| AdminError::Invalid(format!("HALLPASS_BOOTSTRAP_PROJECT_ID: {e}")))?;
+    if secret.chars().count() < MIN_SECRET_LEN {
+        return Err(AdminError::Invalid(format!(
+            "HALLPASS_BOOTSTRAP_SECRET must be at least {MIN_SECRET_LEN} characters"
+        )));
+    }
+    if let Some(url) = userinfo_url {
+        validate_userinfo_url(url)?;
+    }
     Ok(id)
 }
 

@@ -17,15 +17,44 @@ use crate::domain::{Clock, rfc3339};
 use crate::keyring;
 use crate::store::{self, Db};
 
+/// The environment variables every command reads (config/default.toml documents each key).
+const ENVIRONMENT: &str = "\
+Configuration: built-in defaults < --config FILE < environment variables.
+Environment variables (each overrides one key of config/default.toml):
+  HALLPASS_LISTEN                          server.listen (127.0.0.1:8080)
+  HALLPASS_REQUEST_TIMEOUT_SECONDS         server.request_timeout_seconds (10)
+  HALLPASS_HEADER_READ_TIMEOUT_SECONDS     server.header_read_timeout_seconds (10)
+  HALLPASS_IDLE_TIMEOUT_SECONDS            server.idle_timeout_seconds (60)
+  HALLPASS_MAX_CONNECTIONS                 server.max_connections (0: from the open-file limit)
+  HALLPASS_AUTH_ATTEMPTS_PER_MINUTE_PER_CLIENT   server.auth_attempts_per_minute_per_client (60)
+  HALLPASS_AUTH_ATTEMPTS_PER_MINUTE_PER_PROJECT  server.auth_attempts_per_minute_per_project (600)
+  HALLPASS_DATABASE_URL                    database.url (SQLite file hallpass.db; or postgres://…?sslmode=…)
+  HALLPASS_DATABASE_MAX_CONNECTIONS        database.max_connections (16)
+  HALLPASS_DATABASE_ACQUIRE_TIMEOUT_MS     database.acquire_timeout_ms (1000)
+  HALLPASS_MASTER_KEY                      security.master_key (required with Postgres)
+  HALLPASS_BOOTSTRAP_PROJECT_ID            bootstrap.project_id
+  HALLPASS_BOOTSTRAP_SECRET                bootstrap.secret
+  HALLPASS_BOOTSTRAP_USERINFO_URL          bootstrap.userinfo_url
+  HALLPASS_DEFAULT_PROJECT_ID              bootstrap.default_project_id
+  HALLPASS_KEYS_ROTATION_INTERVAL_SECONDS  keys.rotation_interval_seconds (2592000)
+  HALLPASS_KEYS_JWKS_MAX_AGE_SECONDS       keys.jwks_max_age_seconds (300)
+  HALLPASS_KEYS_RETIRED_RETENTION_SECONDS  keys.retired_retention_seconds (86400)
+  HALLPASS_KEYS_REFRESH_INTERVAL_SECONDS   keys.refresh_interval_seconds (1)
+  HALLPASS_RETENTION_SECONDS               retention.seconds (2592000)
+  HALLPASS_RETENTION_INTERVAL_SECONDS      retention.interval_seconds (3600)
+  HALLPASS_LOG_FORMAT                      log.format (pretty | json)
+  HALLPASS_LOG                             log.filter (info)";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "hallpass",
     version,
-    about = "A self-hosted session authority that speaks Stytch's Sessions API"
+    about = "A self-hosted session authority that speaks Stytch's Sessions API",
+    after_help = ENVIRONMENT
 )]
 pub struct Cli {
     /// A TOML file laid over the built-in defaults (config/default.toml lists every key).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "HALLPASS_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -33,10 +62,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the server.
+    /// Run the server (configured by the environment variables below).
+    #[command(after_help = ENVIRONMENT)]
     Serve,
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations, print which, and exit.
     Migrate,
+    /// Exit 0 when the server this configuration describes answers GET /healthz with 200
+    /// within 2 s (the container's HEALTHCHECK; follows HALLPASS_LISTEN).
+    Healthcheck,
     /// Manage projects.
     #[command(subcommand)]
     Project(ProjectCommand),
@@ -61,20 +94,26 @@ pub enum RbacCommand {
     /// roles, resources, scopes); validated as a whole, applied atomically. Running servers
     /// apply it within the refresh interval.
     Set {
+        /// The project (project-test-… or project-live-…).
         project_id: String,
         /// The policy file, or - for standard input.
         file: PathBuf,
     },
     /// Print the project's RBAC policy as JSON.
-    Show { project_id: String },
+    Show {
+        /// The project (project-test-… or project-live-…).
+        project_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ProjectCommand {
     /// Create a project and print its credentials (shown once).
     Create {
+        /// A name for people (shown by `project list`).
         #[arg(long)]
         name: String,
+        /// The environment in the project's ids: test or live.
         #[arg(long, default_value = "test", value_parser = ["test", "live"])]
         env: String,
         /// Print {"project_id","secret"} as JSON.
@@ -83,23 +122,30 @@ pub enum ProjectCommand {
     },
     /// List projects.
     List {
+        /// Print a JSON array.
         #[arg(long)]
         json: bool,
     },
     /// Change a project's settings. A value of 0 (or "" for the URL) turns a setting off.
     Update {
+        /// The project (project-test-… or project-live-…).
         project_id: String,
+        /// The OIDC UserInfo URL `POST /v1/sessions/migrate` calls ("" turns migrate off).
         #[arg(long, value_name = "URL")]
         userinfo_url: Option<String>,
+        /// Expire a session not authenticated for this many minutes (0: off).
         #[arg(long, value_name = "N")]
         idle_timeout_minutes: Option<i64>,
+        /// No session outlives its start by more than this many minutes (0: off).
         #[arg(long, value_name = "N")]
         absolute_lifetime_minutes: Option<i64>,
     },
     /// Issue a new secret (the old ones keep working), or with --revoke-old revoke every
     /// secret but the newest.
     RotateSecret {
+        /// The project (project-test-… or project-live-…).
         project_id: String,
+        /// Revoke every secret but the newest instead of issuing one.
         #[arg(long)]
         revoke_old: bool,
     },
@@ -109,19 +155,27 @@ pub enum ProjectCommand {
 pub enum KeysCommand {
     /// List a project's signing keys and their schedule.
     List {
+        /// The project (project-test-… or project-live-…).
         project_id: String,
+        /// Print a JSON array.
         #[arg(long)]
         json: bool,
     },
     /// Promote the waiting key now.
     Rotate {
+        /// The project (project-test-… or project-live-…).
         project_id: String,
         /// Rotate even if the waiting key was published less than 2 x max-age ago.
         #[arg(long)]
         force: bool,
     },
     /// Revoke a key at once: it leaves the JWKS and its JWTs are refused.
-    Revoke { project_id: String, kid: String },
+    Revoke {
+        /// The project (project-test-… or project-live-…).
+        project_id: String,
+        /// The key id (jwk-test-… or jwk-live-…), as `keys list` shows it.
+        kid: String,
+    },
     /// Re-seal every private key under the newest HALLPASS_MASTER_KEY.
     Reencrypt,
 }
@@ -153,11 +207,24 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let db = connect(&config).await?;
+            let db = open(&config).await?;
             let applied = db.migrate().await?;
-            println!("{} migration(s) applied on {}", applied.len(), db.backend());
+            if applied.is_empty() {
+                println!(
+                    "{}: the schema is up to date; no migration applied",
+                    db.backend()
+                );
+            } else {
+                println!(
+                    "{}: applied {} migration(s): {}",
+                    db.backend(),
+                    applied.len(),
+                    applied.join(", ")
+                );
+            }
             Ok(())
         }
+        Command::Healthcheck => healthcheck(&config).await,
         Command::Project(cmd) => project(config, cmd).await,
         Command::Keys(cmd) => keys(config, cmd).await,
         Command::Rbac(cmd) => rbac(config, cmd).await,
@@ -178,8 +245,26 @@ fn init_tracing(config: &Config) {
     };
 }
 
-/// Connects (waiting up to 30 s for a database that is still starting) and migrates.
+/// Connects to an existing database (an operator command run in the wrong directory must not
+/// create an empty SQLite file and report nothing) and migrates it.
 pub async fn connect(config: &Config) -> Result<Db, Fatal> {
+    if let DatabaseTarget::Sqlite(path) = config.database_target()
+        && !path.exists()
+    {
+        return Err(Fatal(format!(
+            "no hallpass database at {} (it is created by `hallpass serve` or `hallpass migrate`); \
+             set HALLPASS_DATABASE_URL (or database.url in the --config file) to the database to use",
+            path.display()
+        )));
+    }
+    let db = open(config).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// Connects (waiting up to 30 s for a database that is still starting), creating a SQLite
+/// file if there is none; does not migrate.
+pub async fn open(config: &Config) -> Result<Db, Fatal> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let acquire = Duration::from_millis(config.database.acquire_timeout_ms);
     let db = loop {
@@ -200,7 +285,6 @@ pub async fn connect(config: &Config) -> Result<Db, Fatal> {
             Err(e) => return Err(Fatal(format!("cannot open the database: {}", explain(&e)))),
         }
     };
-    db.migrate().await?;
     Ok(db)
 }
 
@@ -305,14 +389,41 @@ fn write_private_file(path: &Path, contents: &str) -> Result<(), Fatal> {
 
 async fn serve(config: Config) -> Result<(), Fatal> {
     let started = std::time::Instant::now();
-    let db = connect(&config).await?;
+    // Validate, bind, then act: nothing is created (and no once-only secret printed) until
+    // the whole configuration is known to be usable and the port is ours.
+    let default_project = match config.bootstrap.default_project_id.as_str() {
+        "" => None,
+        text => Some(
+            text.parse::<ProjectId>()
+                .map_err(|e| Fatal(format!("HALLPASS_DEFAULT_PROJECT_ID: {e}")))?,
+        ),
+    };
+    let bootstrapping =
+        !config.bootstrap.project_id.is_empty() || !config.bootstrap.secret.is_empty();
+    if bootstrapping {
+        let url = Some(config.bootstrap.userinfo_url.as_str()).filter(|u| !u.is_empty());
+        admin::validate_bootstrap(
+            &config.bootstrap.project_id,
+            config.bootstrap.secret.expose(),
+            url,
+        )?;
+    }
+    if !config.security.master_key.is_empty() {
+        MasterKeys::parse(config.security.master_key.expose())
+            .map_err(|e| Fatal(format!("HALLPASS_MASTER_KEY: {e}")))?;
+    }
+    let listener = crate::server::bind(config.server.listen)
+        .map_err(|e| Fatal(format!("cannot listen on {}: {e}", config.server.listen)))?;
+
+    let db = open(&config).await?;
+    db.migrate().await?;
     let master = master_keys(&config, &db).await?;
     let settings = Settings::from_config(&config);
     let clock = Clock::system();
     let now = clock.now();
 
     let mut preferred = None;
-    if !config.bootstrap.project_id.is_empty() || !config.bootstrap.secret.is_empty() {
+    if bootstrapping {
         let url = Some(config.bootstrap.userinfo_url.as_str()).filter(|u| !u.is_empty());
         let id = admin::bootstrap(
             &db,
@@ -338,12 +449,7 @@ async fn serve(config: Config) -> Result<(), Fatal> {
         .await?;
         print_dev_credentials(&config, &creds);
     }
-    if !config.bootstrap.default_project_id.is_empty() {
-        let id: ProjectId = config
-            .bootstrap
-            .default_project_id
-            .parse()
-            .map_err(|e| Fatal(format!("HALLPASS_DEFAULT_PROJECT_ID: {e}")))?;
+    if let Some(id) = default_project {
         preferred = Some(id.uuid);
     }
 
@@ -362,8 +468,6 @@ async fn serve(config: Config) -> Result<(), Fatal> {
             problems.join("; ")
         )));
     }
-    let listener = crate::server::bind(config.server.listen)
-        .map_err(|e| Fatal(format!("cannot listen on {}: {e}", config.server.listen)))?;
     // Descriptors kept back from the connection cap: the database connections, argon2
     // threads, logs and the process's own files.
     let reserve = 64 + u64::from(config.database.max_connections);
@@ -441,6 +545,31 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+async fn healthcheck(config: &Config) -> Result<(), Fatal> {
+    let mut addr = config.server.listen;
+    // A wildcard listen address is reached on loopback.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/healthz");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Fatal(format!("healthcheck: {e}")))?;
+    match client.get(&url).send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => {
+            println!("healthy: {url} answered 200");
+            Ok(())
+        }
+        Ok(r) => Err(Fatal(format!("unhealthy: {url} answered {}", r.status()))),
+        Err(e) => Err(Fatal(format!("unhealthy: {url}: {e}"))),
+    }
 }
 
 async fn purge(config: Config, dry_run: bool) -> Result<(), Fatal> {

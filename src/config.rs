@@ -1,5 +1,6 @@
 //! Configuration: embedded defaults, an optional TOML file, then environment overrides.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -255,6 +256,8 @@ impl Config {
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        // Where each overridden key's value came from, so an error names what the user set.
+        let mut origins: HashMap<String, String> = HashMap::new();
         let mut tree: toml::Table = DEFAULTS
             .parse()
             .map_err(|e| ConfigError(format!("embedded defaults: {e}")))?;
@@ -264,10 +267,25 @@ impl Config {
             let overlay: toml::Table = text
                 .parse()
                 .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-            merge(&mut tree, overlay, "", &path.display().to_string())?;
+            merge(
+                &mut tree,
+                overlay,
+                "",
+                &path.display().to_string(),
+                &mut origins,
+            )?;
         }
         for (name, section, key, kind) in ENV {
             let Some(raw) = env(name) else { continue };
+            // Secrets are named, never echoed.
+            let shown = if matches!(
+                *name,
+                "HALLPASS_MASTER_KEY" | "HALLPASS_DATABASE_URL" | "HALLPASS_BOOTSTRAP_SECRET"
+            ) {
+                (*name).to_string()
+            } else {
+                format!("{name}={raw:?}")
+            };
             let value = match kind {
                 Kind::Str => toml::Value::String(raw),
                 Kind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| {
@@ -277,15 +295,32 @@ impl Config {
             if let Some(toml::Value::Table(t)) = tree.get_mut(*section) {
                 t.insert((*key).to_string(), value);
             }
+            origins.insert(format!("{section}.{key}"), shown);
         }
-        // serde_path_to_error names the key whose value is bad ("server.listen: invalid …").
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
-            .map_err(|e| ConfigError(format!("{}: {}", e.path(), e.inner().message())))?;
-        config.validate()?;
+        let origin = |path: &str| {
+            origins
+                .get(path)
+                .cloned()
+                .unwrap_or_else(|| format!("{path} (built-in default)"))
+        };
+        // serde_path_to_error names the key whose value is bad; `origin` says who set it
+        // ("HALLPASS_LISTEN=\"x\": invalid socket address syntax").
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+                ConfigError(format!(
+                    "{}: {}",
+                    origin(&e.path().to_string()),
+                    e.inner().message()
+                ))
+            })?;
+        config
+            .validate()
+            .map_err(|(path, message)| ConfigError(format!("{}: {message}", origin(path))))?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks values serde cannot; the error is the key and what is wrong with it.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
         let nonzero = [
             (
                 "server.request_timeout_seconds",
@@ -340,8 +375,15 @@ impl Config {
         ];
         for (key, value) in nonzero {
             if value == 0 {
-                return Err(ConfigError(format!("{key} must be greater than 0")));
+                return Err((key, "must be greater than 0".to_string()));
             }
+        }
+        // A typo in the filter would otherwise silence every log line, warnings included.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err((
+                "log.filter",
+                format!("not a valid tracing filter ({e}); e.g. info or hallpass=debug,info"),
+            ));
         }
         Ok(())
     }
@@ -375,6 +417,7 @@ fn merge(
     overlay: toml::Table,
     prefix: &str,
     source: &str,
+    origins: &mut HashMap<String, String>,
 ) -> Result<(), ConfigError> {
     for (key, value) in overlay {
         let path = if prefix.is_empty() {
@@ -384,12 +427,15 @@ fn merge(
         };
         match (base.get_mut(&key), value) {
             (Some(toml::Value::Table(inner)), toml::Value::Table(over)) => {
-                merge(inner, over, &path, source)?
+                merge(inner, over, &path, source, origins)?
             }
             (Some(toml::Value::Table(_)), _) => {
                 return Err(ConfigError(format!("{source}: {path} must be a table")));
             }
-            (Some(slot), value) => *slot = value,
+            (Some(slot), value) => {
+                origins.insert(path.clone(), format!("{source}: {path}"));
+                *slot = value
+            }
             (None, _) => {
                 return Err(ConfigError(format!("{source}: unknown key {path}")));
             }

@@ -36,14 +36,49 @@ pub fn infos(rows: &[KeyRow]) -> Vec<KeyInfo> {
         .collect()
 }
 
+/// Checks that `master` may seal in this database: its newest key must be the newest the
+/// database uses, or a new key whose rotation this process starts while holding the newest
+/// one. So a shell with an older HALLPASS_MASTER_KEY (after `keys reencrypt` moved on) or
+/// with an unrelated key cannot seal a key the servers will not be able to open.
+pub async fn may_seal(db: &Db, master: &MasterKeys, now: i64) -> Result<(), RingError> {
+    let in_use = store::keys::master_keys_in_use(db).await?;
+    let mine = master.newest_id();
+    let newest = match in_use.last() {
+        None => {
+            store::keys::record_master_key(db, mine, now).await?;
+            return Ok(());
+        }
+        Some(newest) if newest == mine => return Ok(()),
+        Some(newest) => newest,
+    };
+    if !in_use.iter().any(|fp| master.holds(fp)) {
+        return Err(RingError::Refused(format!(
+            "none of the configured master keys opens the keys in this database (they are \
+             sealed under master key {newest}); set HALLPASS_MASTER_KEY to that key"
+        )));
+    }
+    if in_use.iter().any(|fp| fp == mine) || !master.holds(newest) {
+        return Err(RingError::Refused(format!(
+            "refusing to seal under master key {mine}: the database already uses a newer master \
+             key ({newest}), which this process does not have. Set HALLPASS_MASTER_KEY to it \
+             (newest first, e.g. NEW,OLD)"
+        )));
+    }
+    // A rotation to a new master key starts: this process holds the newest in use as well.
+    store::keys::record_master_key(db, mine, now).await?;
+    Ok(())
+}
+
 /// A new sealed key, generated off the async workers.
 async fn new_key(
+    db: &Db,
     master: &MasterKeys,
     project: Uuid,
     env: Env,
     state: KeyState,
     now: i64,
 ) -> Result<KeyRow, RingError> {
+    may_seal(db, master, now).await?;
     let id = Uuid::new_v4();
     let kid = format(Kind::Jwk, env, id);
     let generated = tokio::task::spawn_blocking(move || keys::generate(&kid, now))
@@ -105,9 +140,9 @@ pub async fn converge(
         // Generate before locking: RSA generation is slow and must not hold the lock.
         let fresh = match step {
             Step::CreateCurrent => {
-                Some(new_key(master, project, env, KeyState::Current, now).await?)
+                Some(new_key(db, master, project, env, KeyState::Current, now).await?)
             }
-            Step::CreateNext => Some(new_key(master, project, env, KeyState::Next, now).await?),
+            Step::CreateNext => Some(new_key(db, master, project, env, KeyState::Next, now).await?),
             _ => None,
         };
         let mut tx = db.begin().await?;
@@ -223,6 +258,10 @@ pub async fn reencrypt(
     project_ids: &[Uuid],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<usize, RingError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    may_seal(db, master, now).await?;
     let mut rows = Vec::new();
     for p in project_ids {
         rows.extend(store::keys::of_project(db, *p).await?);

@@ -174,6 +174,11 @@ impl MasterKeys {
         &self.0[0].1
     }
 
+    /// Whether one of these keys has this fingerprint.
+    pub fn holds(&self, fingerprint: &str) -> bool {
+        self.0.iter().any(|(_, id)| id == fingerprint)
+    }
+
     /// Seals `plaintext` under the newest key; `aad` binds it to its row (the key id).
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Sealed {
         let (key, id) = &self.0[0];

@@ -150,3 +150,22 @@ pub async fn reseal(
         .await
         .map(|_| ()))
 }
+
+/// Fingerprints of the master keys in use, oldest first.
+pub async fn master_keys_in_use(db: &Db) -> sqlx::Result<Vec<String>> {
+    crate::with_db!(db, pool => sqlx::query_scalar("SELECT fingerprint FROM master_keys ORDER BY seq")
+        .fetch_all(pool)
+        .await)
+}
+
+/// Records `fingerprint` as the newest master key in use (no-op if already known).
+pub async fn record_master_key(db: &Db, fingerprint: &str, now: i64) -> sqlx::Result<()> {
+    crate::with_db!(db, pool => sqlx::query(
+        "INSERT INTO master_keys (fingerprint, first_used_at) VALUES ($1, $2) ON CONFLICT (fingerprint) DO NOTHING",
+    )
+    .bind(fingerprint)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map(|_| ()))
+}

@@ -105,6 +105,16 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0005_retention.sql"),
         include_str!("../../migrations/sqlite/0005_retention.sql"),
     ),
+    (
+        "0006_master_keys",
+        include_str!("../../migrations/postgres/0006_master_keys.sql"),
+        include_str!("../../migrations/sqlite/0006_master_keys.sql"),
+    ),
+    (
+        "0007_bootstrap_secret",
+        include_str!("../../migrations/postgres/0007_bootstrap_secret.sql"),
+        include_str!("../../migrations/sqlite/0007_bootstrap_secret.sql"),
+    ),
 ];
 
 impl Db {

@@ -146,3 +146,39 @@ pub async fn rbac_policy(db: &Db, project: Uuid) -> sqlx::Result<Option<String>>
         .fetch_optional(pool)
         .await)
 }
+
+/// Makes `id` the project's one active bootstrap secret: inserts it (marked as the
+/// bootstrap's) unless present, and revokes every other bootstrap secret of the project, in
+/// one transaction. Secrets made with the CLI are left alone.
+pub async fn replace_bootstrap_secret(
+    db: &Db,
+    id: Uuid,
+    project: Uuid,
+    hash: &str,
+    now: i64,
+) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    crate::with_tx!(&mut tx, c => {
+        sqlx::query(
+            "INSERT INTO project_secrets (id, project_id, secret_hash, created_at, bootstrap)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(project)
+        .bind(hash)
+        .bind(now)
+        .bind(true)
+        .execute(&mut *c)
+        .await?;
+        sqlx::query(
+            "UPDATE project_secrets SET revoked_at = $3
+             WHERE project_id = $1 AND bootstrap AND id <> $2 AND revoked_at IS NULL",
+        )
+        .bind(project)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    });
+    tx.commit().await
+}

@@ -25,11 +25,16 @@ impl Cli {
             Some(pg) => fresh_postgres_database(&pg).await,
             None => dir.join("hallpass.db").display().to_string(),
         };
-        Cli {
+        let cli = Cli {
             url,
             master: MasterKeys::generate_encoded(),
             _dir: TempDir(dir),
-        }
+        };
+        // Operator commands work on an existing database only; `migrate` creates it.
+        let out = cli.ok(&["migrate"]);
+        assert!(out.contains("applied 7 migration(s): 0001_init"), "{out}");
+        assert!(cli.ok(&["migrate"]).contains("up to date"));
+        cli
     }
 
     fn run_with(&self, args: &[&str], master: &str) -> Output {
@@ -284,6 +289,43 @@ async fn keys_are_listed_rotated_revoked_and_resealed() {
         !old_only.key_problems().is_empty(),
         "the old master key no longer opens anything"
     );
+
+    // A stale shell with only the old key cannot seal backwards: no new key, no project.
+    for (master, needle) in [
+        (cli.master.clone(), "newer master key"),
+        (
+            MasterKeys::generate_encoded(),
+            "none of the configured master keys",
+        ),
+    ] {
+        for args in [
+            vec!["keys", "rotate", id.as_str(), "--force"],
+            vec!["project", "create", "--name", "stale"],
+            vec!["keys", "reencrypt"],
+        ] {
+            let out = cli.run_with(&args, &master);
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} with a stale key must fail");
+            assert!(said.contains(needle), "{args:?}: {said}");
+        }
+    }
+    let listed: Value = serde_json::from_slice(
+        &cli.run_with(&["project", "list", "--json"], &new_master)
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "no project was created by the refused commands"
+    );
+    // With the new key (alone, or first), everything works again.
+    let out = cli.run_with(&["keys", "rotate", &id, "--force"], &new_master);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -351,6 +393,15 @@ async fn sqlite_keeps_its_generated_master_key_and_refuses_to_lose_it() {
             .output()
             .unwrap()
     };
+    let refused = run(&["project", "list"]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("no hallpass database at") && said.contains("HALLPASS_DATABASE_URL"),
+        "{said}"
+    );
+    assert!(!db.exists(), "nothing was created");
+    assert!(run(&["migrate"]).status.success());
     let first = run(&["project", "create", "--name", "a"]);
     assert!(
         first.status.success(),

@@ -6,6 +6,7 @@ mod harness;
 
 mod cli;
 mod contention;
+mod deploy;
 mod input;
 mod isolation;
 mod jwks;
