@@ -125,9 +125,7 @@ impl AppState {
             .await
         {
             Ok(steps) => {
-                self.metrics
-                    .key_ring_steps
-                    .fetch_add(steps as u64, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.key_ring_steps.increment(steps as u64);
             }
             Err(e) => tracing::warn!(error = %e, "key ring maintenance failed; will retry"),
         }
@@ -146,12 +144,8 @@ impl AppState {
         let cutoff = self.clock.now() - self.settings.retention.as_secs() as i64;
         match store::retention::purge(&self.db, cutoff, PURGE_BATCH, false, |_| {}).await {
             Ok(store::retention::Outcome::Done(p)) => {
-                self.metrics
-                    .sessions_purged
-                    .fetch_add(p.sessions, std::sync::atomic::Ordering::Relaxed);
-                self.metrics
-                    .magic_links_purged
-                    .fetch_add(p.magic_links, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.sessions_purged.increment(p.sessions);
+                self.metrics.magic_links_purged.increment(p.magic_links);
                 if p.sessions + p.magic_links > 0 {
                     tracing::info!(
                         sessions = p.sessions,
@@ -194,7 +188,15 @@ impl AppState {
             }),
             every(Duration::from_secs(1), shutdown.clone(), move || {
                 let s = c.clone();
-                async move { s.touches.flush(&s.db).await }
+                async move {
+                    if !s.touches.is_empty() {
+                        let started = Instant::now();
+                        s.touches.flush(&s.db).await;
+                        s.metrics
+                            .touch_flush_seconds
+                            .record(started.elapsed().as_secs_f64());
+                    }
+                }
             }),
             every(self.settings.retention_interval, shutdown, move || {
                 let s = d.clone();
@@ -300,6 +302,7 @@ pub fn router(state: AppState) -> Router {
         .merge(http::jwks::routes())
         .merge(http::ops::routes())
         .merge(http::rbac::routes())
+        .route_layer(axum::middleware::from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), read_body))
@@ -316,31 +319,53 @@ async fn method_not_allowed() -> Error {
     Error::bad_request("This endpoint does not accept that HTTP method.")
 }
 
-/// Gives every request an id (body, header, logs) and one log line when it ends.
+/// Gives every request an id (body, header, logs): a well-formed incoming `X-Request-Id`,
+/// else a new `request-id-{env}-{uuid}`. When it ends: one access-log line at info (target
+/// `hallpass::access`, so `HALLPASS_LOG=info,hallpass::access=off` turns it off) and the
+/// request metrics.
 async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let id = format(Kind::Request, env_hint(&req), Uuid::new_v4());
-    let span =
-        tracing::debug_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let incoming = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| request_id::acceptable(v));
+    let id = match incoming {
+        Some(id) => id.to_string(),
+        None => format(Kind::Request, env_hint(&req), Uuid::new_v4()),
+    };
+    let context = request_id::Context::new(id);
+    let method = req.method().clone();
+    let span = tracing::debug_span!("request", id = %context.id, method = %method, path = %req.uri().path());
     let started = Instant::now();
-    let mut response = request_id::scope(id.clone(), next.run(req).instrument(span.clone())).await;
-    state.metrics.response(response.status().as_u16());
-    // One line per request at debug (HALLPASS_LOG=hallpass=debug turns the access log and
-    // the request span on);
-    // server errors always. At thousands of requests a second an always-on access log would
-    // cost more than the rest of the request outside the RSA signature.
+    let mut response = request_id::scope(context.clone(), next.run(req).instrument(span)).await;
+    let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    let micros = started.elapsed().as_micros() as u64;
-    span.in_scope(|| {
-        if status >= 500 {
-            tracing::warn!(request_id = %id, status, micros, "served");
-        } else {
-            tracing::debug!(status, micros, "served");
-        }
-    });
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    state
+        .metrics
+        .request(method.as_str(), context.route(), status, elapsed);
+    // Never the path's own values, the body, a token or a secret: the route template only.
+    tracing::info!(
+        target: "hallpass::access",
+        request_id = %context.id,
+        method = %method,
+        route = context.route(),
+        status,
+        micros = elapsed.as_micros() as u64,
+        project = context.project(),
+        "request"
+    );
+    if let Ok(v) = HeaderValue::from_str(&context.id) {
         response.headers_mut().insert("x-request-id", v);
     }
     response
+}
+
+/// Records the matched route template for the access log and the metrics.
+async fn record_route(req: Request, next: Next) -> Response {
+    if let Some(path) = req.extensions().get::<axum::extract::MatchedPath>() {
+        request_id::set_route(path.as_str());
+    }
+    next.run(req).await
 }
 
 /// The environment for the request id: the caller's project if it says, else `test`.

@@ -103,6 +103,11 @@ impl Directory {
         self.read().projects.get(&id).cloned()
     }
 
+    /// Every loaded project.
+    pub fn projects(&self) -> Vec<Arc<Project>> {
+        self.read().projects.values().cloned().collect()
+    }
+
     /// The project served at `/jwks`: the only one, or the preferred one.
     pub fn default_project(&self) -> Option<Arc<Project>> {
         let s = self.read();

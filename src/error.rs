@@ -114,11 +114,30 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        crate::metrics::database_error(&sqlstate_class(&e));
         if is_unavailable(&e) {
             tracing::warn!(error = %e, "database unavailable");
             return Self::ServiceUnavailable;
         }
         Self::Internal(format!("database: {e}"))
+    }
+}
+
+/// The SQLSTATE class of a database error (SQLite's result code as is), or what failed
+/// below SQL: `io`, `tls`, `pool`, `protocol`, `decode`, `other`.
+fn sqlstate_class(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => match d.code() {
+            Some(code) if code.len() == 5 => code[..2].to_string(),
+            Some(code) => format!("sqlite_{code}"),
+            None => "other".into(),
+        },
+        sqlx::Error::Io(_) => "io".into(),
+        sqlx::Error::Tls(_) => "tls".into(),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => "pool".into(),
+        sqlx::Error::Protocol(_) => "protocol".into(),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => "decode".into(),
+        _ => "other".into(),
     }
 }
 

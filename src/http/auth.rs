@@ -180,6 +180,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(secret_id) = state.callers.remembered(&key) {
             if active(secret_id) {
                 Metrics::inc(&state.metrics.caller_cache_hits);
+                super::request_id::set_project(project_id);
                 return Ok(Caller(project));
             }
             state.callers.forget_verified(&key);
@@ -204,6 +205,7 @@ impl FromRequestParts<AppState> for Caller {
         match outcome? {
             Some(secret_id) if active(secret_id) => {
                 state.callers.remember(key, secret_id);
+                super::request_id::set_project(project_id);
                 Ok(Caller(project))
             }
             _ => {
@@ -224,11 +226,11 @@ async fn verify(
     let permit = tokio::time::timeout(ARGON2_WAIT, state.callers.argon2.clone().acquire_owned())
         .await
         .map_err(|_| {
-            Metrics::inc(&state.metrics.argon2_rejections);
+            Metrics::inc(&state.metrics.argon2_slot_timeouts);
             Error::TooManyRequests(1)
         })?
         .map_err(|_| Error::ServiceUnavailable)?;
-    Metrics::inc(&state.metrics.argon2_verifications);
+    Metrics::inc(&state.metrics.caller_argon2_runs);
     let candidates = project.secrets.clone();
     let (reply, answer) = oneshot::channel();
     let job: Job = Box::new(move |verifier| {

@@ -22,20 +22,68 @@ use serde::de::DeserializeOwned;
 use crate::error::Error;
 
 pub mod request_id {
-    //! The request id lives in a task-local for the life of the request, so every response
-    //! (errors from extractors included) carries the same id as the header and the logs.
+    //! What is known of the request being served, in a task-local for its whole life: its id
+    //! (so every response, errors from extractors included, carries the id of the header and
+    //! the logs), the route template it matched and the project that authenticated, for the
+    //! access log and the metrics.
+
+    use std::sync::{Arc, OnceLock};
+
     tokio::task_local! {
-        static CURRENT: String;
+        static CURRENT: Arc<Context>;
     }
 
-    pub async fn scope<F: std::future::Future>(id: String, f: F) -> F::Output {
-        CURRENT.scope(id, f).await
+    #[derive(Debug, Default)]
+    pub struct Context {
+        pub id: String,
+        route: OnceLock<String>,
+        project: OnceLock<String>,
+    }
+
+    impl Context {
+        pub fn new(id: String) -> Arc<Self> {
+            Arc::new(Self {
+                id,
+                ..Default::default()
+            })
+        }
+
+        /// The route template (`/v1/users/{user_id}`); `unmatched` when no route took it.
+        pub fn route(&self) -> &str {
+            self.route.get().map_or("unmatched", String::as_str)
+        }
+
+        /// The caller's project, once authenticated; `-` otherwise.
+        pub fn project(&self) -> &str {
+            self.project.get().map_or("-", String::as_str)
+        }
+    }
+
+    pub async fn scope<F: std::future::Future>(context: Arc<Context>, f: F) -> F::Output {
+        CURRENT.scope(context, f).await
     }
 
     pub fn current() -> String {
         CURRENT
-            .try_with(|id| id.clone())
+            .try_with(|c| c.id.clone())
             .unwrap_or_else(|_| "request-id-test-00000000-0000-0000-0000-000000000000".into())
+    }
+
+    pub fn set_route(route: &str) {
+        let _ = CURRENT.try_with(|c| c.route.set(route.to_string()));
+    }
+
+    pub fn set_project(project: String) {
+        let _ = CURRENT.try_with(|c| c.project.set(project));
+    }
+
+    /// An incoming `X-Request-Id` we carry through: 1 to 128 characters, letters, digits and
+    /// `-_.:` only (it ends up in logs and response headers).
+    pub fn acceptable(id: &str) -> bool {
+        (1..=128).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
     }
 }
 

@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::sessions::render;
 use crate::app::AppState;
+use crate::domain::keys::{KeyState, next_change};
 use crate::error::{Error, Result};
+use metrics::Label;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -23,26 +25,49 @@ struct Health {
     status: &'static str,
 }
 
-/// Prometheus text: counters and a few gauges read now.
+/// Prometheus text: the counters and histograms, and gauges read now.
 async fn metrics(State(state): State<AppState>) -> Response {
-    let gauges = [
-        (
-            "hallpass_projects",
-            "Projects loaded in this instance.",
-            state.directory.project_count() as u64,
-        ),
-        (
-            "hallpass_touches_pending",
-            "last_accessed_at writes waiting for the next batch.",
-            state.touches.len() as u64,
-        ),
-        (
-            "hallpass_keys_unusable",
-            "Stored signing keys this instance cannot open.",
-            state.directory.key_problems().len() as u64,
-        ),
-    ];
-    let mut r = state.metrics.render(&gauges).into_response();
+    let now = state.clock.now();
+    let text = state.metrics.render(|m| {
+        let projects = state.directory.projects();
+        m.gauge("hallpass_projects", vec![])
+            .set(projects.len() as f64);
+        m.gauge("hallpass_touches_pending", vec![])
+            .set(state.touches.len() as f64);
+        m.gauge("hallpass_keys_unusable", vec![])
+            .set(state.directory.key_problems().len() as f64);
+        for (kind, in_use, idle) in state.db.connection_stats() {
+            for (which, n) in [("in_use", in_use), ("idle", idle)] {
+                m.gauge(
+                    "hallpass_database_connections",
+                    vec![Label::new("kind", kind), Label::new("state", which)],
+                )
+                .set(n as f64);
+            }
+        }
+        for p in projects {
+            let project = p.id.to_string();
+            for state_name in [KeyState::Next, KeyState::Current, KeyState::Retired] {
+                let n = p.ring.info.iter().filter(|k| k.state == state_name).count();
+                m.gauge(
+                    "hallpass_signing_keys",
+                    vec![
+                        Label::new("project", project.clone()),
+                        Label::new("state", state_name.as_str()),
+                    ],
+                )
+                .set(n as f64);
+            }
+            if let Some(at) = next_change(&p.ring.info, &state.settings.schedule) {
+                m.gauge(
+                    "hallpass_key_ring_next_change_seconds",
+                    vec![Label::new("project", project)],
+                )
+                .set((at - now).max(0) as f64);
+            }
+        }
+    });
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -102,14 +102,20 @@ impl Authenticated {
 }
 
 fn mint(state: &AppState, project: &Project, session: &Session, now: i64) -> Result<String> {
-    crate::metrics::Metrics::inc(&state.metrics.jwts_minted);
     // A ring without a signing key is being repaired (its key was just revoked).
     let key = project
         .ring
         .signer
         .as_ref()
         .ok_or(Error::ServiceUnavailable)?;
-    jwt::mint(key, &project.id, session, now)
+    let started = std::time::Instant::now();
+    let minted = jwt::mint(key, &project.id, session, now);
+    state
+        .metrics
+        .signing_seconds
+        .record(started.elapsed().as_secs_f64());
+    crate::metrics::Metrics::inc(&state.metrics.jwts_minted);
+    minted
 }
 
 /// Starts a session for `user` and mints its token and JWT.

@@ -23,6 +23,7 @@ pub struct Direct {
     options: PgConnectOptions,
     /// How long a statement waits for a free connection, and for a new one to open.
     wait: Duration,
+    size: usize,
     idle: Mutex<Vec<PgConnection>>,
     slots: Semaphore,
 }
@@ -42,9 +43,16 @@ impl Direct {
         Self {
             options,
             wait,
+            size: size.max(1) as usize,
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(size.max(1) as usize),
         }
+    }
+
+    /// Connections (in use, idle).
+    pub fn stats(&self) -> (usize, usize) {
+        let idle = self.idle.lock().map_or(0, |v| v.len());
+        (self.size - self.slots.available_permits(), idle)
     }
 
     async fn connect(&self) -> sqlx::Result<PgConnection> {

@@ -169,6 +169,24 @@ impl Db {
         Ok(Db::Sqlite(pool))
     }
 
+    /// Connections by kind (`pool`, `direct`): (in use, idle).
+    pub fn connection_stats(&self) -> Vec<(&'static str, usize, usize)> {
+        match self {
+            Db::Postgres(pg) => {
+                let idle = pg.pool.num_idle();
+                let (direct_busy, direct_idle) = pg.direct.stats();
+                vec![
+                    ("pool", (pg.pool.size() as usize).saturating_sub(idle), idle),
+                    ("direct", direct_busy, direct_idle),
+                ]
+            }
+            Db::Sqlite(pool) => {
+                let idle = pool.num_idle();
+                vec![("pool", (pool.size() as usize).saturating_sub(idle), idle)]
+            }
+        }
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Db::Postgres(_) => "postgres",

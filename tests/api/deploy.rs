@@ -57,6 +57,15 @@ impl Env {
 
     /// `hallpass serve` with `secret` as the bootstrap secret; returns once it is ready.
     async fn serve(&self, secret: &str) -> (Child, String) {
+        self.serve_logging(secret, Stdio::null(), &[]).await
+    }
+
+    async fn serve_logging(
+        &self,
+        secret: &str,
+        stderr: Stdio,
+        vars: &[(&str, &str)],
+    ) -> (Child, String) {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let child = self
@@ -68,8 +77,9 @@ impl Env {
                     ("HALLPASS_BOOTSTRAP_SECRET", secret),
                 ],
             )
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let base = format!("http://{listen}");
@@ -222,4 +232,81 @@ async fn the_health_check_follows_the_configured_listen_address() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unhealthy"));
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn every_request_is_logged_once_with_its_carried_request_id_and_no_secret() {
+    let env = Env::new().await;
+    let secret = "access-log-bootstrap-secret-0123456789-abcdef";
+    let log_path = env.dir.0.join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (mut server, base) = env
+        .serve_logging(
+            secret,
+            Stdio::from(log),
+            &[("HALLPASS_LOG", "info"), ("HALLPASS_LOG_FORMAT", "json")],
+        )
+        .await;
+    let client = reqwest::Client::new();
+    let carried = client
+        .get(format!(
+            "{base}/v1/users/user-test-00000000-0000-4000-8000-000000000000"
+        ))
+        .basic_auth(PROJECT, Some(secret))
+        .header("x-request-id", "trace-me-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(carried.status(), 404);
+    assert_eq!(carried.headers()["x-request-id"], "trace-me-1");
+    let body: serde_json::Value = carried.json().await.unwrap();
+    assert_eq!(body["request_id"], "trace-me-1");
+    // Malformed ids are replaced, not echoed.
+    let replaced = client
+        .get(format!("{base}/healthz"))
+        .header("x-request-id", "bad id\twith spaces")
+        .send()
+        .await
+        .unwrap();
+    let id = replaced.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(id.starts_with("request-id-test-"), "{id}");
+    let refused = client
+        .get(format!("{base}/v1/rbac/policy"))
+        .basic_auth(PROJECT, Some("wrong-secret-wrong-secret-wrong-secret"))
+        .header("x-request-id", "trace-me-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    server.kill().await.unwrap();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!text.contains(secret), "the secret is never logged");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["target"] == "hallpass::access")
+        .collect();
+    let find = |id: &str| {
+        lines
+            .iter()
+            .filter(|l| l["fields"]["request_id"] == id)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let first = find("trace-me-1");
+    assert_eq!(first.len(), 1, "one line per request: {text}");
+    assert_eq!(first[0]["fields"]["route"], "/v1/users/{user_id}");
+    assert_eq!(first[0]["fields"]["status"], 404);
+    assert_eq!(first[0]["fields"]["method"], "GET");
+    assert_eq!(first[0]["fields"]["project"], PROJECT);
+    assert!(first[0]["fields"]["micros"].as_u64().is_some());
+    let second = find("trace-me-2");
+    assert_eq!(
+        second[0]["fields"]["status"], 401,
+        "refusals are logged too"
+    );
+    assert_eq!(second[0]["fields"]["project"], "-");
 }

@@ -86,7 +86,7 @@ async fn the_background_purge_uses_the_configured_window() {
     app.advance(31 * DAY);
     app.state.purge().await;
     assert_eq!(
-        app.metric("hallpass_retention_sessions_deleted_total")
+        app.metric("hallpass_retention_deleted_total{table=\"sessions\"}")
             .await,
         1
     );
