@@ -1,0 +1,1 @@
+//! hallpass-verifier: see README.md.
