@@ -19,9 +19,9 @@ COPY config ./config
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked && strip target/release/hallpass
 
 FROM debian:bookworm-slim
-# ca-certificates: the migrate endpoint calls the operator's HTTPS UserInfo URL, and TLS to
-# Postgres (sslmode=verify-*) may use system roots. Nothing else: the health check is the
-# binary itself.
+# ca-certificates: the migrate endpoint calls the operator's HTTPS UserInfo URL (TLS to
+# Postgres uses the Mozilla roots built into the binary, or sslrootcert). Nothing else: the
+# health check is the binary itself.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \

@@ -118,8 +118,9 @@ pub async fn bootstrap(
         .await?
         .iter()
         .any(|s| s.id == secret_id);
-    // Hashing is skipped when the row exists; the replacement runs either way, so a secret
-    // changed while this replica was down still retires the previous one.
+    // Hashing is skipped when the row is active; the replacement runs either way, so a secret
+    // changed while this replica was down still retires the previous one, and going back to
+    // an earlier bootstrap secret makes it the active one again (its row is un-revoked).
     let hashed = if known {
         String::new()
     } else {

@@ -75,6 +75,7 @@ pub struct Inner {
     pub touches: Touches,
     pub http: reqwest::Client,
     pub metrics: crate::metrics::Metrics,
+    pub feed: Feed,
 }
 
 #[derive(Clone)]
@@ -110,6 +111,7 @@ impl AppState {
             ),
             touches: Touches::default(),
             metrics: Default::default(),
+            feed: Feed::default(),
             db,
             master,
             clock,
@@ -159,6 +161,13 @@ impl AppState {
             }
             Err(e) => tracing::warn!(error = %e, "retention purge failed; will retry"),
         }
+        // Feed events are kept past the life of any JWT they concern plus two JWKS cache
+        // periods (and at least an hour), so a verifier that was briefly away catches up.
+        let keep = (crate::domain::keys::JWT_LIFETIME_SECONDS + 2 * self.settings.schedule.max_age)
+            .max(3600);
+        if let Err(e) = store::revocations::purge(&self.db, self.clock.now() - keep).await {
+            tracing::warn!(error = %e, "revocation feed purge failed; will retry");
+        }
     }
 
     /// One maintenance pass as the background tasks do it: converge, then reload.
@@ -176,7 +185,13 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let period = self.settings.refresh_interval;
-        let (a, b, c, d) = (self.clone(), self.clone(), self.clone(), self.clone());
+        let (a, b, c, d, e) = (
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+        );
         vec![
             every(period, shutdown.clone(), move || {
                 let s = a.clone();
@@ -198,9 +213,24 @@ impl AppState {
                     }
                 }
             }),
-            every(self.settings.retention_interval, shutdown, move || {
-                let s = d.clone();
-                async move { s.purge().await }
+            every(
+                self.settings.retention_interval,
+                shutdown.clone(),
+                move || {
+                    let s = d.clone();
+                    async move { s.purge().await }
+                },
+            ),
+            // Other instances' revocations reach this one's long-polls and streams within
+            // this period (LISTEN/NOTIFY would be faster on Postgres, but SQLite has nothing
+            // like it and a 200 ms poll of one index is cheap).
+            every(Duration::from_millis(200), shutdown, move || {
+                let s = e.clone();
+                async move {
+                    if let Ok((head, _)) = store::revocations::head_and_horizon(&s.db).await {
+                        s.feed.published(Some(head));
+                    }
+                }
             }),
         ]
     }
@@ -302,6 +332,7 @@ pub fn router(state: AppState) -> Router {
         .merge(http::jwks::routes())
         .merge(http::ops::routes())
         .merge(http::rbac::routes())
+        .merge(http::revocations::routes())
         .route_layer(axum::middleware::from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -390,6 +421,11 @@ fn env_hint(req: &Request) -> Env {
 
 /// A request that runs past the deadline is answered 503; the caller may retry.
 async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // The feed's long-polls bound their own wait (at most 30 s) and its streams are meant
+    // to last.
+    if req.uri().path().starts_with(http::revocations::PREFIX) {
+        return next.run(req).await;
+    }
     match tokio::time::timeout(state.settings.request_timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => Error::ServiceUnavailable.into_response(),
@@ -434,5 +470,52 @@ pub async fn serve(
     limits: crate::server::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let feed = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        feed.feed.close();
+    };
     crate::server::serve(listener, router(state), limits, shutdown).await
+}
+
+/// The newest revocation-feed cursor this instance knows of: bumped by its own revocations
+/// at once, and by a poll of the database (every 200 ms) for other instances'. Long-polls and
+/// streams wait on it.
+pub struct Feed {
+    head: tokio::sync::watch::Sender<i64>,
+    /// Set when the server stops: open streams end so the shutdown is not held up by them.
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Self {
+            head: tokio::sync::watch::Sender::new(0),
+            closed: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+impl Feed {
+    pub fn published(&self, cursor: Option<i64>) {
+        if let Some(cursor) = cursor {
+            self.head.send_if_modified(|head| {
+                let newer = cursor > *head;
+                *head = (*head).max(cursor);
+                newer
+            });
+        }
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
 }

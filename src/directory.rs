@@ -53,6 +53,8 @@ pub struct Project {
     /// The RBAC policy (always holding `stytch_user`), and the stored text it came from.
     pub rbac: Arc<Policy>,
     rbac_text: String,
+    /// The revocation feed needs the project's credentials (else it is public, like the JWKS).
+    pub revocations_private: bool,
 }
 
 #[derive(Default)]
@@ -134,9 +136,10 @@ impl Directory {
         let rows = store::projects::list(&self.db).await?;
         let secrets = store::projects::active_secrets(&self.db).await?;
         let key_rows = store::keys::published(&self.db).await?;
-        let mut policies: HashMap<Uuid, String> = store::projects::rbac_policies(&self.db)
+        let mut extras: HashMap<Uuid, (String, bool)> = store::projects::extras(&self.db)
             .await?
             .into_iter()
+            .map(|(id, policy, private)| (id, (policy, private)))
             .collect();
         let previous = self.read();
 
@@ -162,7 +165,7 @@ impl Directory {
             };
             let key_rows = keys_by_project.remove(&row.id).unwrap_or_default();
             let ring = self.build_ring(&id, &key_rows, &mut live_keys, &mut problems)?;
-            let rbac_text = policies.remove(&row.id).unwrap_or_default();
+            let (rbac_text, revocations_private) = extras.remove(&row.id).unwrap_or_default();
             let rbac = match previous.projects.get(&row.id) {
                 Some(p) if p.rbac_text == rbac_text => p.rbac.clone(),
                 _ => Arc::new(Policy::parse(&rbac_text).unwrap_or_else(|e| {
@@ -185,6 +188,7 @@ impl Directory {
                     ring,
                     rbac,
                     rbac_text,
+                    revocations_private,
                 }),
             );
         }

@@ -50,6 +50,10 @@ pub enum Error {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error(
+        "This cursor is older than the revocation events kept; resync from the start (without `after`)."
+    )]
+    CursorExpired,
     #[error("Request body exceeds {0} bytes.")]
     PayloadTooLarge(usize),
     #[error("Too many requests; retry after {0} seconds.")]
@@ -104,6 +108,7 @@ impl Error {
             ),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            CursorExpired => (StatusCode::GONE, "revocation_cursor_expired"),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "bad_request"),
             TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),

@@ -220,6 +220,32 @@ pub async fn serve(
     }
 }
 
+/// A streamed response body that keeps its request in flight until it ends.
+struct Guarded {
+    inner: Body,
+    _guard: InFlight,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Marks a request in flight for as long as it lives.
 struct InFlight {
     conn: Arc<Conn>,
@@ -263,8 +289,23 @@ async fn connection(
             let router = router.clone();
             async move {
                 let response = router.oneshot(req.map(Body::new)).await;
-                drop(guard);
-                response
+                // A body of known size goes out at once; a stream (the revocation feed) keeps
+                // the connection busy, out of the idle watchdog's reach, until it ends.
+                Ok::<_, std::convert::Infallible>(match response {
+                    Ok(r) if hyper::body::Body::size_hint(r.body()).exact().is_none() => {
+                        r.map(|inner| {
+                            Body::new(Guarded {
+                                inner,
+                                _guard: guard,
+                            })
+                        })
+                    }
+                    Ok(r) => {
+                        drop(guard);
+                        r
+                    }
+                    Err(never) => match never {},
+                })
             }
         })
     };

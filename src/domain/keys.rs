@@ -118,8 +118,19 @@ impl SigningKey {
 
     /// Signs `claims` (JSON) into a compact JWS.
     pub fn sign_jwt(&self, claims: &[u8]) -> Result<String, KeyError> {
-        let mut out = String::with_capacity(self.header_b64.len() + claims.len() * 4 / 3 + 350);
-        out.push_str(&self.header_b64);
+        self.sign_with_header(&self.header_b64, claims)
+    }
+
+    /// Signs with a header of another `typ` (e.g. `secevent+jwt` for Security Event Tokens).
+    pub fn sign_with_typ(&self, typ: &str, env: Env, claims: &[u8]) -> Result<String, KeyError> {
+        let header =
+            serde_json::json!({"alg": "RS256", "typ": typ, "kid": format(Kind::Jwk, env, self.id)});
+        self.sign_with_header(&URL_SAFE_NO_PAD.encode(header.to_string()), claims)
+    }
+
+    fn sign_with_header(&self, header_b64: &str, claims: &[u8]) -> Result<String, KeyError> {
+        let mut out = String::with_capacity(header_b64.len() + claims.len() * 4 / 3 + 350);
+        out.push_str(header_b64);
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(claims, &mut out);
         let mut sig = vec![0u8; self.pair.public_modulus_len()];

@@ -7,6 +7,7 @@ pub mod magic_links;
 pub mod migrate;
 pub mod ops;
 pub mod rbac;
+pub mod revocations;
 pub mod sessions;
 pub mod users;
 pub mod views;

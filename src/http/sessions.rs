@@ -22,6 +22,7 @@ use crate::domain::session::{
     SessionView, add_factor, merge_custom_claims,
 };
 use crate::error::{Error, Result};
+use crate::store::revocations::{self, Reason};
 use crate::store::sessions::{SessionKey, SessionWithUser};
 use crate::store::users::UserRow;
 use crate::store::{self};
@@ -206,13 +207,33 @@ async fn lookup(
     if let Some(at) = state.touches.pending(session.id) {
         session.last_accessed_at = session.last_accessed_at.max(at);
     }
-    if !project
-        .policy
-        .is_active(&session.times(), state.clock.now())
-    {
+    let now = state.clock.now();
+    if !project.policy.is_active(&session.times(), now) {
+        notice_policy_end(state, project, &session, now).await;
         return Err(Error::SessionNotFound);
     }
     Ok((session, user))
+}
+
+/// A session found ended by the project's idle timeout or absolute lifetime (not by its own
+/// expiry or a revocation) is ended for good here, once, and published on the revocation
+/// feed, so verifiers stop accepting its JWTs. Failing to record it only delays that.
+async fn notice_policy_end(state: &AppState, project: &Project, session: &Session, now: i64) {
+    if session.revoked || session.expires_at <= now {
+        return;
+    }
+    let bounds = project.policy.bounds(now);
+    let reason = if session.started_at <= bounds.started_after {
+        Reason::AbsoluteLifetime
+    } else if session.last_accessed_at <= bounds.last_accessed_after {
+        Reason::IdleTimeout
+    } else {
+        return;
+    };
+    match revocations::end_session(&state.db, project.id.uuid, session.id, now, reason).await {
+        Ok(cursor) => state.feed.published(cursor),
+        Err(e) => tracing::warn!(error = %e, "could not record a session ended by policy"),
+    }
 }
 
 /// The common extension, `session_duration_minutes` alone, in one durable statement: the
@@ -567,9 +588,9 @@ async fn revoke(
     let now = state.clock.now();
     if let Some(user_id) = present(&req.user_id) {
         let user = super::users::resolve(&state, &project, user_id).await?;
-        let ids =
-            store::sessions::revoke_all_for_user(&state.db, project.id.uuid, user.user_id, now)
-                .await?;
+        let (ids, cursor) =
+            revocations::end_user_sessions(&state.db, project.id.uuid, user.user_id, now).await?;
+        state.feed.published(cursor);
         return Ok(render(RevokedAll {
             revoked_session_ids: ids
                 .into_iter()
@@ -595,9 +616,11 @@ async fn revoke(
         let j = present(&req.session_jwt).unwrap_or_default();
         jwt::verify(j, &project.id, now, |kid| project.ring.find(kid))?.session_id
     };
-    if !store::sessions::revoke(&state.db, project.id.uuid, session_id, now).await? {
-        return Err(Error::SessionNotFound);
-    }
+    let cursor =
+        revocations::end_session(&state.db, project.id.uuid, session_id, now, Reason::Revoked)
+            .await?
+            .ok_or(Error::SessionNotFound)?;
+    state.feed.published(Some(cursor));
     state.touches.forget(session_id);
     Ok(render(Map::new()))
 }

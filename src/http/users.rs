@@ -288,9 +288,12 @@ async fn remove(
     PathText(user_id): PathText,
 ) -> Result<Response> {
     let user = resolve(&state, &project, &user_id).await?;
-    if !store::users::delete(&state.db, project.id.uuid, user.user_id).await? {
-        return Err(Error::UserNotFound);
-    }
+    let now = state.clock.now();
+    let cursor =
+        crate::store::revocations::delete_user(&state.db, project.id.uuid, user.user_id, now)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+    state.feed.published(cursor);
     Ok(render(DeleteBody {
         user_id: project.id.id(Kind::User, user.user_id),
     }))

@@ -5,6 +5,7 @@ pub mod keys;
 pub mod magic_links;
 pub mod projects;
 pub mod retention;
+pub mod revocations;
 pub mod sessions;
 pub mod users;
 
@@ -114,6 +115,11 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
         "0007_bootstrap_secret",
         include_str!("../../migrations/postgres/0007_bootstrap_secret.sql"),
         include_str!("../../migrations/sqlite/0007_bootstrap_secret.sql"),
+    ),
+    (
+        "0008_revocations",
+        include_str!("../../migrations/postgres/0008_revocations.sql"),
+        include_str!("../../migrations/sqlite/0008_revocations.sql"),
     ),
 ];
 

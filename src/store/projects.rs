@@ -122,11 +122,23 @@ pub async fn revoke_all_but_newest_secret(db: &Db, project: Uuid, now: i64) -> s
     .map(|r| r.rows_affected()))
 }
 
-/// Every project's RBAC policy document, as stored (validated when it was set).
-pub async fn rbac_policies(db: &Db) -> sqlx::Result<Vec<(Uuid, String)>> {
-    with_db!(db, pool => sqlx::query_as("SELECT id, rbac_policy FROM projects")
+/// Every project's RBAC policy document (validated when it was set) and whether its
+/// revocation feed needs the project's credentials.
+pub async fn extras(db: &Db) -> sqlx::Result<Vec<(Uuid, String, bool)>> {
+    with_db!(db, pool => sqlx::query_as("SELECT id, rbac_policy, revocations_private FROM projects")
         .fetch_all(pool)
         .await)
+}
+
+/// Makes a project's revocation feed private (Basic auth) or public.
+pub async fn set_revocations_private(db: &Db, project: Uuid, private: bool) -> sqlx::Result<bool> {
+    let n = with_db!(db, pool => sqlx::query("UPDATE projects SET revocations_private = $2 WHERE id = $1")
+        .bind(project)
+        .bind(private)
+        .execute(pool)
+        .await?
+        .rows_affected());
+    Ok(n == 1)
 }
 
 /// Replaces a project's RBAC policy (one statement: readers see the old one or the new one).
@@ -161,7 +173,8 @@ pub async fn replace_bootstrap_secret(
     crate::with_tx!(&mut tx, c => {
         sqlx::query(
             "INSERT INTO project_secrets (id, project_id, secret_hash, created_at, bootstrap)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET revoked_at = NULL, bootstrap = true",
         )
         .bind(id)
         .bind(project)

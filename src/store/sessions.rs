@@ -371,39 +371,3 @@ pub async fn touch(db: &Db, ids: &[Uuid], at: i64) -> sqlx::Result<()> {
         }
     }
 }
-
-/// Revokes one session; `false` when it is unknown, another project's, expired or already
-/// revoked.
-pub async fn revoke(db: &Db, project: Uuid, id: Uuid, now: i64) -> sqlx::Result<bool> {
-    let n = with_db!(db, pool => sqlx::query(
-        "UPDATE sessions SET revoked_at = $3
-         WHERE id = $1 AND project_id = $2 AND revoked_at IS NULL AND expires_at > $3",
-    )
-    .bind(id)
-    .bind(project)
-    .bind(now)
-    .execute(pool)
-    .await?
-    .rows_affected());
-    Ok(n == 1)
-}
-
-/// Revokes every live session of a user; returns their ids.
-pub async fn revoke_all_for_user(
-    db: &Db,
-    project: Uuid,
-    user: Uuid,
-    now: i64,
-) -> sqlx::Result<Vec<Uuid>> {
-    let rows: Vec<(Uuid,)> = with_db!(db, pool => sqlx::query_as(
-        "UPDATE sessions SET revoked_at = $3
-         WHERE project_id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3
-         RETURNING id",
-    )
-    .bind(project)
-    .bind(user)
-    .bind(now)
-    .fetch_all(pool)
-    .await?);
-    Ok(rows.into_iter().map(|(id,)| id).collect())
-}

@@ -143,14 +143,3 @@ pub async fn update(
     .fetch_optional(pool)
     .await)
 }
-
-/// Deletes the user; its sessions and magic links go with it (ON DELETE CASCADE).
-pub async fn delete(db: &Db, project: Uuid, id: Uuid) -> sqlx::Result<bool> {
-    let n = with_db!(db, pool => sqlx::query("DELETE FROM users WHERE project_id = $1 AND id = $2")
-        .bind(project)
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected());
-    Ok(n == 1)
-}

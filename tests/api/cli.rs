@@ -32,7 +32,7 @@ impl Cli {
         };
         // Operator commands work on an existing database only; `migrate` creates it.
         let out = cli.ok(&["migrate"]);
-        assert!(out.contains("applied 7 migration(s): 0001_init"), "{out}");
+        assert!(out.contains("applied 8 migration(s): 0001_init"), "{out}");
         assert!(cli.ok(&["migrate"]).contains("up to date"));
         cli
     }

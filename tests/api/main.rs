@@ -18,6 +18,7 @@ mod process;
 mod rbac;
 mod replicas;
 mod retention;
+mod revocations;
 mod sessions;
 mod storage;
 mod transport;

@@ -119,9 +119,17 @@ async fn the_database_applies_the_session_policy_as_the_domain_does() {
                                 .await
                                 .unwrap();
                             if revoked {
-                                sessions::revoke(&app.db, project.uuid, id, now - 1)
-                                    .await
-                                    .unwrap();
+                                // Revoked long ago (before any expiry of the cases).
+                                hallpass::store::revocations::end_session(
+                                    &app.db,
+                                    project.uuid,
+                                    id,
+                                    i64::MIN / 2,
+                                    hallpass::store::revocations::Reason::Revoked,
+                                )
+                                .await
+                                .unwrap()
+                                .unwrap();
                             }
                             let key = if checked % 2 == 0 {
                                 SessionKey::TokenHash(hash)

@@ -1,0 +1,348 @@
+//! The revocation feed: every session that stopped being valid while JWTs of it may still be
+//! unexpired, as a poll / long-poll, as Server-Sent Events, and as CAEP `session-revoked`
+//! Security Event Tokens from an RFC 8936 poll endpoint. Readable without credentials, like
+//! the JWKS (events carry session ids, times and a reason only), unless the project made it
+//! private.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::auth::Caller;
+use super::sessions::render;
+use super::{Json, PathText, Query};
+use crate::app::AppState;
+use crate::directory::Project;
+use crate::domain::ids::{Kind, ProjectId};
+use crate::domain::rfc3339;
+use crate::error::{Error, Result};
+use crate::store::revocations::{self, Event};
+
+pub const PREFIX: &str = "/v1/sessions/revocations/";
+/// Events per page.
+const MAX_LIMIT: i64 = 1000;
+/// Longest long-poll a caller may ask for.
+const MAX_WAIT_SECONDS: u64 = 30;
+const CAEP_SESSION_REVOKED: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions/revocations/{project_id}", get(poll))
+        .route("/v1/sessions/revocations/{project_id}/stream", get(stream))
+        .route(
+            "/v1/sessions/revocations/{project_id}/ssf/poll",
+            post(ssf_poll),
+        )
+}
+
+/// One event on the wire.
+#[derive(Serialize)]
+struct WireEvent {
+    cursor: String,
+    session_id: String,
+    revoked_at: String,
+    reason: String,
+    jwt_expires_by: String,
+}
+
+fn wire(project: &ProjectId, e: &Event) -> WireEvent {
+    WireEvent {
+        cursor: e.cursor.to_string(),
+        session_id: project.id(Kind::Session, e.session_id),
+        revoked_at: rfc3339(e.revoked_at),
+        reason: e.reason.clone(),
+        jwt_expires_by: rfc3339(e.jwt_expires_by),
+    }
+}
+
+/// The project named in the path, with the caller's credentials checked when its feed is
+/// private (an unknown project is 404, as for the JWKS).
+async fn feed_project(
+    state: &AppState,
+    parts: &mut Parts,
+    project_id: &str,
+) -> Result<Arc<Project>> {
+    let id: ProjectId = project_id
+        .parse()
+        .map_err(|_| Error::NotFound("No such project.".into()))?;
+    let project = state
+        .directory
+        .get(id.uuid)
+        .filter(|p| p.id == id)
+        .ok_or_else(|| Error::NotFound("No such project.".into()))?;
+    if project.revocations_private {
+        let Caller(caller) = Caller::from_request_parts(parts, state).await?;
+        if caller.id != project.id {
+            return Err(Error::Unauthorized);
+        }
+    }
+    Ok(project)
+}
+
+fn parse_cursor(name: &str, text: Option<&str>) -> Result<Option<i64>> {
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => t
+            .parse::<i64>()
+            .ok()
+            .filter(|c| *c >= 0)
+            .map(Some)
+            .ok_or_else(|| Error::bad_request(format!("{name} must be a cursor from this feed"))),
+    }
+}
+
+/// Refuses a cursor whose following events may have been deleted.
+async fn check_horizon(state: &AppState, after: Option<i64>) -> Result<i64> {
+    let (head, horizon) = revocations::head_and_horizon(&state.db).await?;
+    if after.is_some_and(|a| a < horizon) {
+        return Err(Error::CursorExpired);
+    }
+    Ok(head)
+}
+
+#[derive(Deserialize)]
+struct PollQuery {
+    after: Option<String>,
+    wait: Option<u64>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct PollBody {
+    events: Vec<WireEvent>,
+    next_cursor: String,
+    has_more: bool,
+}
+
+/// `GET /v1/sessions/revocations/{project_id}?after=&wait=&limit=`.
+async fn poll(
+    State(state): State<AppState>,
+    PathText(project_id): PathText,
+    Query(q): Query<PollQuery>,
+    mut parts: Parts,
+) -> Result<Response> {
+    let project = feed_project(&state, &mut parts, &project_id).await?;
+    let after = parse_cursor("after", q.after.as_deref())?;
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECONDS {
+        return Err(Error::bad_request(format!(
+            "wait must be between 0 and {MAX_WAIT_SECONDS} seconds"
+        )));
+    }
+    let limit = q.limit.unwrap_or(MAX_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::bad_request(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    // Subscribed before the first read, so an event committed in between still wakes us.
+    let mut changes = state.feed.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let (events, head) = loop {
+        let head = check_horizon(&state, after).await?;
+        let events = revocations::after(&state.db, project.id.uuid, after, limit).await?;
+        if !events.is_empty() {
+            break (events, head);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => break (events, head),
+        }
+    };
+    let next = events
+        .last()
+        .map(|e| e.cursor)
+        .unwrap_or_else(|| after.unwrap_or(0).max(head));
+    Ok(render(PollBody {
+        has_more: events.len() as i64 == limit,
+        events: events.iter().map(|e| wire(&project.id, e)).collect(),
+        next_cursor: next.to_string(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    after: Option<String>,
+}
+
+/// `GET /v1/sessions/revocations/{project_id}/stream`: Server-Sent Events, resumable with
+/// `Last-Event-ID` (or `?after=`), with a comment line every 15 s.
+async fn stream(
+    State(state): State<AppState>,
+    PathText(project_id): PathText,
+    Query(q): Query<StreamQuery>,
+    mut parts: Parts,
+) -> Result<Response> {
+    let project = feed_project(&state, &mut parts, &project_id).await?;
+    let last_event_id = parts
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let after = match last_event_id {
+        Some(id) => parse_cursor("Last-Event-ID", Some(&id))?,
+        None => parse_cursor("after", q.after.as_deref())?,
+    };
+    check_horizon(&state, after).await?;
+
+    struct Follow {
+        state: AppState,
+        project: Arc<Project>,
+        cursor: Option<i64>,
+        pending: VecDeque<Event>,
+        changes: tokio::sync::watch::Receiver<i64>,
+        closing: tokio::sync::watch::Receiver<bool>,
+    }
+    let follow = Follow {
+        changes: state.feed.subscribe(),
+        closing: state.feed.closing(),
+        state,
+        project,
+        cursor: after,
+        pending: VecDeque::new(),
+    };
+    let events = futures_util::stream::unfold(follow, |mut f| async move {
+        loop {
+            if let Some(e) = f.pending.pop_front() {
+                f.cursor = Some(e.cursor);
+                let data = serde_json::to_string(&wire(&f.project.id, &e)).unwrap_or_default();
+                let event = SseEvent::default()
+                    .id(e.cursor.to_string())
+                    .event("revocation")
+                    .data(data);
+                return Some((Ok::<_, Infallible>(event), f));
+            }
+            match revocations::after(&f.state.db, f.project.id.uuid, f.cursor, 500).await {
+                Ok(batch) if !batch.is_empty() => f.pending.extend(batch),
+                Ok(_) => {
+                    // Caught up: wait for the next event (heartbeats come from KeepAlive), or
+                    // end when the server stops (the client resumes elsewhere).
+                    tokio::select! {
+                        changed = f.changes.changed() => if changed.is_err() { return None },
+                        _ = f.closing.wait_for(|closed| *closed) => return None,
+                    }
+                }
+                Err(e) => {
+                    // The database is away: end the stream; the client resumes from its
+                    // last id (or falls back to long-polling).
+                    tracing::warn!(error = %e, "revocation stream ended: database error");
+                    return None;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("keep-alive"),
+        )
+        .into_response())
+}
+
+/// RFC 8936 poll request (the parts hallpass uses).
+#[derive(Deserialize, Default)]
+struct SsfPollRequest {
+    #[serde(default)]
+    ack: Vec<String>,
+    #[serde(rename = "maxEvents")]
+    max_events: Option<i64>,
+    #[serde(rename = "returnImmediately", default)]
+    return_immediately: bool,
+}
+
+#[derive(Serialize)]
+struct SsfPollBody {
+    sets: Map<String, Value>,
+    #[serde(rename = "moreAvailable")]
+    more_available: bool,
+}
+
+/// `POST /v1/sessions/revocations/{project_id}/ssf/poll`: the feed as CAEP `session-revoked`
+/// Security Event Tokens (RFC 8417), signed with the project's current key (verify them with
+/// the JWKS). Each SET's `jti` is its cursor. hallpass keeps no per-receiver state: a poll
+/// returns the events after the highest `jti` it acknowledges (all kept events when it
+/// acknowledges none), so a receiver acknowledges what it has processed, as RFC 8936 asks.
+async fn ssf_poll(
+    State(state): State<AppState>,
+    PathText(project_id): PathText,
+    mut parts: Parts,
+    Json(req): Json<SsfPollRequest>,
+) -> Result<Response> {
+    let project = feed_project(&state, &mut parts, &project_id).await?;
+    let mut after = None;
+    for (i, jti) in req.ack.iter().enumerate() {
+        let cursor = parse_cursor(&format!("ack[{i}]"), Some(jti))?;
+        after = after.max(cursor);
+    }
+    let limit = req.max_events.unwrap_or(100);
+    if !(0..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::bad_request(format!(
+            "maxEvents must be between 0 and {MAX_LIMIT}"
+        )));
+    }
+    let mut changes = state.feed.subscribe();
+    let wait = if req.return_immediately || limit == 0 {
+        0
+    } else {
+        25
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let events = loop {
+        check_horizon(&state, after).await?;
+        let events = revocations::after(&state.db, project.id.uuid, after, limit.max(1)).await?;
+        if limit == 0 {
+            break Vec::new();
+        }
+        if !events.is_empty() {
+            break events;
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => break events,
+        }
+    };
+    let key = project
+        .ring
+        .signer
+        .as_ref()
+        .ok_or(Error::ServiceUnavailable)?;
+    let project_id = project.id.to_string();
+    let now = state.clock.now();
+    let mut sets = Map::new();
+    for e in &events {
+        let claims = json!({
+            "iss": format!("stytch.com/{project_id}"),
+            "aud": project_id,
+            "jti": e.cursor.to_string(),
+            "iat": now,
+            "events": {
+                CAEP_SESSION_REVOKED: {
+                    "subject": {"format": "opaque", "id": project.id.id(Kind::Session, e.session_id)},
+                    "event_timestamp": e.revoked_at,
+                    "reason_admin": {"en": e.reason},
+                }
+            }
+        });
+        let body = serde_json::to_vec(&claims).map_err(Error::internal)?;
+        let set = key
+            .sign_with_typ("secevent+jwt", project.id.env, &body)
+            .map_err(Error::internal)?;
+        sets.insert(e.cursor.to_string(), Value::String(set));
+    }
+    Ok(render(SsfPollBody {
+        more_available: events.len() as i64 == limit && limit > 0,
+        sets,
+    }))
+}
