@@ -139,6 +139,10 @@ pub enum ProjectCommand {
         /// No session outlives its start by more than this many minutes (0: off).
         #[arg(long, value_name = "N")]
         absolute_lifetime_minutes: Option<i64>,
+        /// Who may read the revocation feed: public (like the JWKS; events carry no user
+        /// data) or private (the project's Basic credentials).
+        #[arg(long, value_name = "MODE", value_parser = ["public", "private"])]
+        revocations_feed: Option<String>,
     },
     /// Issue a new secret (the old ones keep working), or with --revoke-old revoke every
     /// secret but the newest.
@@ -708,8 +712,12 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
             userinfo_url,
             idle_timeout_minutes,
             absolute_lifetime_minutes,
+            revocations_feed,
         } => {
             let mut row = admin::get_project(&db, &project_id).await?;
+            if let Some(mode) = &revocations_feed {
+                store::projects::set_revocations_private(&db, row.id, mode == "private").await?;
+            }
             if let Some(url) = userinfo_url {
                 if url.is_empty() {
                     row.userinfo_url = None;
@@ -735,12 +743,13 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
             }
             store::projects::update_settings(&db, &row).await?;
             println!(
-                "updated {project_id}: userinfo_url={} idle_timeout_minutes={} absolute_lifetime_minutes={}",
+                "updated {project_id}: userinfo_url={} idle_timeout_minutes={} absolute_lifetime_minutes={}{}",
                 row.userinfo_url.as_deref().unwrap_or("-"),
                 row.idle_timeout_minutes
                     .map_or("off".into(), |v| v.to_string()),
                 row.absolute_lifetime_minutes
                     .map_or("off".into(), |v| v.to_string()),
+                revocations_feed.map_or(String::new(), |m| format!(" revocations_feed={m}")),
             );
         }
         ProjectCommand::RotateSecret {
