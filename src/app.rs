@@ -76,6 +76,8 @@ pub struct Inner {
     pub http: reqwest::Client,
     pub metrics: crate::metrics::Metrics,
     pub feed: Feed,
+    /// Identity providers' keys for attest, cached per profile.
+    pub provider_keys: crate::trusted::ProviderKeys,
 }
 
 #[derive(Clone)]
@@ -112,6 +114,7 @@ impl AppState {
             touches: Touches::default(),
             metrics: Default::default(),
             feed: Feed::default(),
+            provider_keys: Default::default(),
             db,
             master,
             clock,
@@ -167,6 +170,9 @@ impl AppState {
             .max(3600);
         if let Err(e) = store::revocations::purge(&self.db, self.clock.now() - keep).await {
             tracing::warn!(error = %e, "revocation feed purge failed; will retry");
+        }
+        if let Err(e) = store::token_profiles::purge_used(&self.db, self.clock.now()).await {
+            tracing::warn!(error = %e, "purging used attest token ids failed; will retry");
         }
     }
 

@@ -79,12 +79,71 @@ pub enum Command {
     /// Manage a project's RBAC policy.
     #[command(subcommand)]
     Rbac(RbacCommand),
+    /// Manage trusted auth token profiles (for POST /v1/sessions/attest).
+    #[command(subcommand, name = "token-profile")]
+    TokenProfile(TokenProfileCommand),
     /// Delete sessions and magic links that ended more than HALLPASS_RETENTION_SECONDS ago
     /// (what every server does in the background), printing progress and what was deleted.
     Purge {
         /// Count what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenProfileCommand {
+    /// Create a profile: how to verify tokens from your identity provider (issuer, audience,
+    /// its JWKS URL or up to five PEM public keys) and which claims to read. Prints its
+    /// profile_id.
+    Create {
+        /// The project (project-test-… or project-live-…).
+        project_id: String,
+        /// The tokens' `iss`, exactly.
+        #[arg(long)]
+        issuer: String,
+        /// A value the tokens' `aud` must hold.
+        #[arg(long)]
+        audience: String,
+        /// The provider's JWKS URL (https; http only on a loopback address).
+        #[arg(long, value_name = "URL", conflicts_with = "pem_file")]
+        jwks_url: Option<String>,
+        /// A PEM public key file (RSA, EC P-256 or Ed25519); repeat for up to five.
+        #[arg(long, value_name = "FILE")]
+        pem_file: Vec<PathBuf>,
+        /// The claim holding the user's email.
+        #[arg(long, value_name = "NAME", default_value = "email")]
+        email_claim: String,
+        /// The claim holding the token's unique id (replay protection).
+        #[arg(long, value_name = "NAME", default_value = "jti")]
+        token_id_claim: String,
+        /// A claim holding the user's external id (then users are found by external_id).
+        #[arg(long, value_name = "NAME")]
+        external_user_id_claim: Option<String>,
+        /// A claim holding role ids to add to the user (those the RBAC policy defines).
+        #[arg(long, value_name = "NAME")]
+        role_ids_claim: Option<String>,
+        /// Create a user who does not exist yet (off: such tokens are refused).
+        #[arg(long)]
+        jit_provisioning: bool,
+        /// Print {"profile_id": …} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a project's profiles.
+    List {
+        /// The project (project-test-… or project-live-…).
+        project_id: String,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a profile (its tokens are refused from then on).
+    Delete {
+        /// The project (project-test-… or project-live-…).
+        project_id: String,
+        /// The profile (trusted-auth-token-profile-test-… or …-live-…).
+        profile_id: String,
     },
 }
 
@@ -233,6 +292,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
         Command::Keys(cmd) => keys(config, cmd).await,
         Command::Rbac(cmd) => rbac(config, cmd).await,
         Command::Purge { dry_run } => purge(config, dry_run).await,
+        Command::TokenProfile(cmd) => token_profile(config, cmd).await,
     }
 }
 
@@ -573,6 +633,170 @@ async fn healthcheck(config: &Config) -> Result<(), Fatal> {
         }
         Ok(r) => Err(Fatal(format!("unhealthy: {url} answered {}", r.status()))),
         Err(e) => Err(Fatal(format!("unhealthy: {url}: {e}"))),
+    }
+}
+
+async fn token_profile(config: Config, cmd: TokenProfileCommand) -> Result<(), Fatal> {
+    use crate::store::token_profiles::{self, ProfileRow};
+    let db = connect(&config).await?;
+    match cmd {
+        TokenProfileCommand::Create {
+            project_id,
+            issuer,
+            audience,
+            jwks_url,
+            pem_file,
+            email_claim,
+            token_id_claim,
+            external_user_id_claim,
+            role_ids_claim,
+            jit_provisioning,
+            json,
+        } => {
+            let project = admin::get_project(&db, &project_id).await?;
+            for (name, value) in [
+                ("--issuer", &issuer),
+                ("--audience", &audience),
+                ("--email-claim", &email_claim),
+                ("--token-id-claim", &token_id_claim),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(Fatal(format!("{name} must not be empty")));
+                }
+            }
+            if let Some(url) = &jwks_url {
+                validate_jwks_url(url)?;
+            }
+            let pems = match (&jwks_url, pem_file.len()) {
+                (None, 0) => {
+                    return Err(Fatal(
+                        "give the provider's keys: --jwks-url URL or --pem-file FILE".into(),
+                    ));
+                }
+                (Some(_), _) => Vec::new(),
+                (None, n) if n > 5 => return Err(Fatal("at most five --pem-file keys".into())),
+                (None, _) => pem_file
+                    .iter()
+                    .map(|path| {
+                        let pem = std::fs::read_to_string(path)
+                            .map_err(|e| Fatal(format!("{}: {e}", path.display())))?;
+                        let bytes = pem.as_bytes();
+                        let usable = jsonwebtoken::DecodingKey::from_rsa_pem(bytes).is_ok()
+                            || jsonwebtoken::DecodingKey::from_ec_pem(bytes).is_ok()
+                            || jsonwebtoken::DecodingKey::from_ed_pem(bytes).is_ok();
+                        if !usable || pem.contains("PRIVATE KEY") {
+                            return Err(Fatal(format!(
+                                "{}: not a PEM public key (RSA, EC P-256 or Ed25519)",
+                                path.display()
+                            )));
+                        }
+                        Ok(pem)
+                    })
+                    .collect::<Result<Vec<_>, Fatal>>()?,
+            };
+            let id = uuid::Uuid::new_v4();
+            let row = ProfileRow {
+                id,
+                project_id: project.id,
+                issuer,
+                audience,
+                jwks_url,
+                pem_keys: serde_json::to_string(&pems).map_err(|e| Fatal(e.to_string()))?,
+                email_claim,
+                token_id_claim,
+                external_user_id_claim: external_user_id_claim.filter(|c| !c.is_empty()),
+                role_ids_claim: role_ids_claim.filter(|c| !c.is_empty()),
+                jit_provisioning,
+                created_at: Clock::system().now(),
+            };
+            token_profiles::insert(&db, &row).await?;
+            let env = Env::from_live(project.live);
+            let profile_id = ids::format(Kind::TokenProfile, env, id);
+            if json {
+                println!("{}", json!({ "profile_id": profile_id }));
+            } else {
+                println!("profile_id: {profile_id}");
+            }
+        }
+        TokenProfileCommand::List { project_id, json } => {
+            let project = admin::get_project(&db, &project_id).await?;
+            let env = Env::from_live(project.live);
+            let rows = token_profiles::list(&db, project.id).await?;
+            let view: Vec<_> = rows
+                .iter()
+                .map(|p| {
+                    let pems: Vec<String> = serde_json::from_str(&p.pem_keys).unwrap_or_default();
+                    json!({
+                        "profile_id": ids::format(Kind::TokenProfile, env, p.id),
+                        "issuer": p.issuer,
+                        "audience": p.audience,
+                        "jwks_url": p.jwks_url,
+                        "pem_keys": pems.len(),
+                        "email_claim": p.email_claim,
+                        "token_id_claim": p.token_id_claim,
+                        "external_user_id_claim": p.external_user_id_claim,
+                        "role_ids_claim": p.role_ids_claim,
+                        "jit_provisioning": p.jit_provisioning,
+                        "created_at": rfc3339(p.created_at),
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::Value::Array(view));
+            } else {
+                for p in &view {
+                    println!(
+                        "{}  iss={} aud={} keys={} jit={}",
+                        p["profile_id"].as_str().unwrap_or_default(),
+                        p["issuer"].as_str().unwrap_or_default(),
+                        p["audience"].as_str().unwrap_or_default(),
+                        p["jwks_url"]
+                            .as_str()
+                            .map_or_else(|| format!("{} PEM", p["pem_keys"]), str::to_string),
+                        p["jit_provisioning"]
+                    );
+                }
+            }
+        }
+        TokenProfileCommand::Delete {
+            project_id,
+            profile_id,
+        } => {
+            let project = admin::get_project(&db, &project_id).await?;
+            let env = Env::from_live(project.live);
+            let id = ids::parse(Kind::TokenProfile, &profile_id)
+                .filter(|(e, _)| *e == env)
+                .map(|(_, id)| id)
+                .ok_or_else(|| {
+                    Fatal(format!(
+                        "{profile_id:?} is not a profile id of this project"
+                    ))
+                })?;
+            if !token_profiles::delete(&db, project.id, id).await? {
+                return Err(Fatal(format!("no profile {profile_id} in {project_id}")));
+            }
+            println!("deleted {profile_id}");
+        }
+    }
+    Ok(())
+}
+
+/// A provider JWKS URL: https, or http on a loopback address (tests, sidecars).
+fn validate_jwks_url(url: &str) -> Result<(), Fatal> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| Fatal(format!("--jwks-url: {e}")))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(Fatal(
+            "--jwks-url must be https (http only on a loopback address)".into(),
+        )),
     }
 }
 

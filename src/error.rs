@@ -46,6 +46,13 @@ pub enum Error {
     InvalidUserinfoUrl,
     #[error("The user is not authorized to perform the requested action on that resource.")]
     AuthorizationDenied,
+    /// A trusted auth token (attest) refused, with the status and type of that failure.
+    #[error("{message}")]
+    Attest {
+        status: StatusCode,
+        error_type: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -106,6 +113,9 @@ impl Error {
                 StatusCode::FORBIDDEN,
                 "consumer_session_authorization_error",
             ),
+            Attest {
+                status, error_type, ..
+            } => (*status, error_type),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             CursorExpired => (StatusCode::GONE, "revocation_cursor_expired"),

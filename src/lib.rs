@@ -13,6 +13,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod trusted;
 
 pub use app::{AppState, Settings, router};
 pub use error::{Error, Result};

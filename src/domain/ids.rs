@@ -49,6 +49,7 @@ pub enum Kind {
     Jwk,
     Request,
     MagicLink,
+    TokenProfile,
 }
 
 impl Kind {
@@ -61,6 +62,7 @@ impl Kind {
             Kind::Jwk => "jwk",
             Kind::Request => "request-id",
             Kind::MagicLink => "embedded",
+            Kind::TokenProfile => "trusted-auth-token-profile",
         }
     }
 }

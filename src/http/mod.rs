@@ -1,6 +1,7 @@
 //! HTTP surface: request ids, our JSON extractor and reply envelope, caller authentication,
 //! and one module per resource.
 
+pub mod attest;
 pub mod auth;
 pub mod jwks;
 pub mod magic_links;

@@ -33,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/sessions/authenticate", post(authenticate))
         .route("/v1/sessions/revoke", post(revoke))
         .route("/v1/sessions/migrate", post(super::migrate::migrate))
+        .route("/v1/sessions/attest", post(super::attest::attest))
         .route(
             "/v1/sessions/exchange_access_token",
             post(exchange_access_token),

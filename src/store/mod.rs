@@ -7,6 +7,7 @@ pub mod projects;
 pub mod retention;
 pub mod revocations;
 pub mod sessions;
+pub mod token_profiles;
 pub mod users;
 
 use std::path::Path;
@@ -120,6 +121,11 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
         "0008_revocations",
         include_str!("../../migrations/postgres/0008_revocations.sql"),
         include_str!("../../migrations/sqlite/0008_revocations.sql"),
+    ),
+    (
+        "0009_attest",
+        include_str!("../../migrations/postgres/0009_attest.sql"),
+        include_str!("../../migrations/sqlite/0009_attest.sql"),
     ),
 ];
 

@@ -32,7 +32,7 @@ impl Cli {
         };
         // Operator commands work on an existing database only; `migrate` creates it.
         let out = cli.ok(&["migrate"]);
-        assert!(out.contains("applied 8 migration(s): 0001_init"), "{out}");
+        assert!(out.contains("applied 9 migration(s): 0001_init"), "{out}");
         assert!(cli.ok(&["migrate"]).contains("up to date"));
         cli
     }
@@ -537,5 +537,71 @@ async fn rbac_policies_are_set_validated_shown_and_served() {
             .resources
             .iter()
             .any(|r| r.resource_id == "reports")
+    );
+}
+
+#[tokio::test]
+async fn token_profiles_are_created_listed_and_deleted() {
+    let cli = Cli::new().await;
+    let created: Value =
+        serde_json::from_str(&cli.ok(&["project", "create", "--name", "a", "--json"])).unwrap();
+    let id = created["project_id"].as_str().unwrap().to_string();
+    let base = [
+        "token-profile",
+        "create",
+        id.as_str(),
+        "--issuer",
+        "https://idp/",
+        "--audience",
+        "app",
+    ];
+    let made: Value = serde_json::from_str(
+        &cli.ok(&[
+            &base[..],
+            &[
+                "--jwks-url",
+                "https://idp.example.com/.well-known/jwks.json",
+                "--jit-provisioning",
+                "--json",
+            ],
+        ]
+        .concat()),
+    )
+    .unwrap();
+    let profile = made["profile_id"].as_str().unwrap().to_string();
+    assert!(
+        profile.starts_with("trusted-auth-token-profile-test-"),
+        "{profile}"
+    );
+    let listed: Value =
+        serde_json::from_str(&cli.ok(&["token-profile", "list", &id, "--json"])).unwrap();
+    assert_eq!(listed[0]["profile_id"], profile.as_str());
+    assert_eq!(listed[0]["token_id_claim"], "jti");
+    assert_eq!(listed[0]["email_claim"], "email");
+    assert_eq!(listed[0]["jit_provisioning"], true);
+    // http is for loopback only; keys are required; a private key is refused.
+    let err = cli.fails(&[&base[..], &["--jwks-url", "http://idp.example.com/jwks"]].concat());
+    assert!(err.contains("https"), "{err}");
+    cli.ok(&[&base[..], &["--jwks-url", "http://127.0.0.1:8999/jwks"]].concat());
+    assert!(cli.fails(&base).contains("--jwks-url"));
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let private = cli._dir.0.join("private.pem");
+    std::fs::write(
+        &private,
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                key.serialize_der()
+            )
+        ),
+    )
+    .unwrap();
+    let err = cli.fails(&[&base[..], &["--pem-file", private.to_str().unwrap()]].concat());
+    assert!(err.contains("not a PEM public key"), "{err}");
+    cli.ok(&["token-profile", "delete", &id, &profile]);
+    assert!(
+        cli.fails(&["token-profile", "delete", &id, &profile])
+            .contains("no profile")
     );
 }

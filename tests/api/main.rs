@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod attest;
 mod cli;
 mod contention;
 mod deploy;

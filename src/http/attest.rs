@@ -1,0 +1,245 @@
+//! `POST /v1/sessions/attest`: a token from the app's own identity provider, verified against
+//! a trusted auth token profile, becomes a session (or a factor of an existing one).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::sessions::{self, AuthBody, render};
+use super::{Json, present};
+use crate::app::AppState;
+use crate::directory::Project;
+use crate::domain::crypto::sha256;
+use crate::domain::ids::Kind;
+use crate::domain::session::{Factor, SessionDuration};
+use crate::error::{Error, Result};
+use crate::store;
+use crate::store::users::{UserPatch, UserRow};
+use crate::trusted::{self, Attested};
+
+#[derive(Deserialize)]
+pub struct AttestRequest {
+    profile_id: Option<String>,
+    token: Option<String>,
+    session_duration_minutes: Option<i64>,
+    session_custom_claims: Option<Map<String, Value>>,
+    session_token: Option<String>,
+    session_jwt: Option<String>,
+    /// A fraud-product (device fingerprint) hook: accepted, not used.
+    #[serde(default, rename = "telemetry_id")]
+    _telemetry_id: Option<serde::de::IgnoredAny>,
+}
+
+fn refuse(status: StatusCode, error_type: &'static str, message: String) -> Error {
+    Error::Attest {
+        status,
+        error_type,
+        message,
+    }
+}
+
+pub async fn attest(
+    State(state): State<AppState>,
+    Caller(project): Caller,
+    Json(req): Json<AttestRequest>,
+) -> Result<Response> {
+    let profile_text =
+        present(&req.profile_id).ok_or_else(|| Error::bad_request("profile_id is required"))?;
+    let token = present(&req.token).ok_or_else(|| Error::bad_request("token is required"))?;
+    let duration = SessionDuration::parse_optional(req.session_duration_minutes)?;
+    let unknown_profile = || {
+        refuse(
+            StatusCode::NOT_FOUND,
+            "trusted_auth_token_profile_not_found",
+            format!("No trusted auth token profile {profile_text:?} in this project."),
+        )
+    };
+    let profile_id = project
+        .id
+        .parse(Kind::TokenProfile, profile_text)
+        .ok_or_else(unknown_profile)?;
+    let profile = store::token_profiles::get(&state.db, project.id.uuid, profile_id)
+        .await?
+        .ok_or_else(unknown_profile)?;
+    let now = state.clock.now();
+    let attested = trusted::verify(
+        &state.provider_keys,
+        &state.http,
+        &profile,
+        profile_text,
+        token,
+        now,
+    )
+    .await?;
+
+    // The session to add the factor to is checked before the token is spent.
+    let session_token = present(&req.session_token);
+    let session_jwt = present(&req.session_jwt);
+    let existing = if session_token.is_some() || session_jwt.is_some() {
+        Some(sessions::find(&state, &project, session_token, session_jwt).await?)
+    } else {
+        None
+    };
+    let user = user_for(&state, &project, &profile, &attested).await?;
+    if existing
+        .as_ref()
+        .is_some_and(|(_, owner)| owner.user_id != user.user_id)
+    {
+        // A token of one user cannot add a factor to another user's session.
+        return Err(Error::SessionNotFound);
+    }
+    let token_id_hash = sha256(attested.token_id.as_bytes());
+    if !store::token_profiles::consume_token_id(
+        &state.db,
+        profile.id,
+        &token_id_hash,
+        attested.expires_at + trusted::LEEWAY_SECONDS,
+    )
+    .await?
+    {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "trusted_auth_token_already_used",
+            format!(
+                "A token with this {} was already attested; each token is accepted once.",
+                profile.token_id_claim
+            ),
+        ));
+    }
+    let user = apply_roles(&state, &project, user, &attested.role_ids).await?;
+
+    let mut detail = Map::new();
+    detail.insert(
+        "trusted_auth_token_factor".into(),
+        json!({ "token_id": attested.token_id }),
+    );
+    let factor = Factor::new("trusted_auth_token", "trusted_token_exchange", now, detail);
+    let claims = req.session_custom_claims.as_ref();
+    let user_id = project.id.id(Kind::User, user.user_id);
+    let done = match existing {
+        Some(found) => {
+            let presented = session_token.unwrap_or_default().to_string();
+            Some(
+                sessions::resume(
+                    &state,
+                    &project,
+                    found,
+                    presented,
+                    duration,
+                    claims,
+                    Some(factor),
+                )
+                .await?,
+            )
+        }
+        None => match duration {
+            Some(d) => Some(
+                sessions::start(
+                    &state,
+                    &project,
+                    user.clone(),
+                    d,
+                    vec![factor],
+                    claims,
+                    Default::default(),
+                )
+                .await?,
+            ),
+            None => None,
+        },
+    };
+    let body = match &done {
+        Some(a) => a.body(&project),
+        None => AuthBody::without_session(&project, &user),
+    };
+    Ok(render(AuthBody {
+        user_id: Some(user_id),
+        ..body
+    }))
+}
+
+/// The token's user: by external id when the profile maps one, else by email; created when
+/// the profile allows just-in-time provisioning.
+async fn user_for(
+    state: &AppState,
+    project: &Project,
+    profile: &store::token_profiles::ProfileRow,
+    attested: &Attested,
+) -> Result<UserRow> {
+    let found = match &attested.external_user_id {
+        Some(external) => {
+            store::users::get_by_external_id(&state.db, project.id.uuid, external).await?
+        }
+        None => store::users::find_by_email(&state.db, project.id.uuid, &attested.email).await?,
+    };
+    if let Some(user) = found {
+        return Ok(user);
+    }
+    if !profile.jit_provisioning {
+        return Err(Error::UserNotFound);
+    }
+    let row = UserRow {
+        user_id: Uuid::new_v4(),
+        external_id: attested.external_user_id.clone(),
+        email_id: Some(Uuid::new_v4()),
+        email: Some(attested.email.clone()),
+        email_verified: true,
+        first_name: String::new(),
+        middle_name: String::new(),
+        last_name: String::new(),
+        trusted_metadata: "{}".into(),
+        untrusted_metadata: "{}".into(),
+        user_created_at: state.clock.now(),
+        user_roles: "[]".into(),
+    };
+    match store::users::insert(&state.db, project.id.uuid, &row).await {
+        Ok(()) => Ok(row),
+        // Created meanwhile by a concurrent attest, or the email belongs to another user.
+        Err(e) if store::is_unique_violation(&e) => {
+            let again = match &attested.external_user_id {
+                Some(external) => {
+                    store::users::get_by_external_id(&state.db, project.id.uuid, external).await?
+                }
+                None => {
+                    store::users::find_by_email(&state.db, project.id.uuid, &attested.email).await?
+                }
+            };
+            again.ok_or(Error::DuplicateEmail)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Adds the token's `role_ids` that the project's policy defines to the user's roles.
+async fn apply_roles(
+    state: &AppState,
+    project: &Project,
+    user: UserRow,
+    role_ids: &[String],
+) -> Result<UserRow> {
+    let mut assigned: Vec<String> = serde_json::from_str(&user.user_roles).unwrap_or_default();
+    let before = assigned.len();
+    for role in role_ids {
+        if project.rbac.has_role(role)
+            && role != crate::domain::session::DEFAULT_ROLE
+            && !assigned.contains(role)
+        {
+            assigned.push(role.clone());
+        }
+    }
+    if assigned.len() == before {
+        return Ok(user);
+    }
+    assigned.truncate(crate::domain::rbac::MAX_USER_ROLES);
+    let patch = UserPatch {
+        roles: Some(serde_json::to_string(&assigned).map_err(Error::internal)?),
+        ..Default::default()
+    };
+    store::users::update(&state.db, project.id.uuid, user.user_id, &patch)
+        .await?
+        .ok_or(Error::UserNotFound)
+}
