@@ -94,7 +94,14 @@ pub struct SigningKey {
     /// base64url of the fixed JWT header, computed once.
     header_b64: String,
     pair: RsaKeyPair,
+    /// Recent signatures by their exact signing input (see `sign_jwt`).
+    recent: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
+
+/// Signatures remembered per key. They only help within one second (the claims carry `iat`),
+/// so the map is emptied whenever it fills: a bound on memory (about 2 MiB), not a cache
+/// policy that needs tuning.
+const RECENT_SIGNATURES: usize = 1024;
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,12 +120,58 @@ impl SigningKey {
             id,
             header_b64: URL_SAFE_NO_PAD.encode(header),
             pair,
+            recent: Default::default(),
         })
     }
 
     /// Signs `claims` (JSON) into a compact JWS.
+    ///
+    /// RS256 (PKCS#1 v1.5) is deterministic: the same key over the same signing input gives
+    /// the same signature. So when a session is authenticated again within the same second
+    /// with nothing else changed, the JWT is byte for byte the one already minted, and its
+    /// signature is reused instead of computed again (one RSA signature is most of an
+    /// authenticate's CPU). The map is keyed by the whole signing input (header and claims),
+    /// compared exactly: any change of claim, key or second is a different input.
     pub fn sign_jwt(&self, claims: &[u8]) -> Result<String, KeyError> {
+        let mut out = String::with_capacity(self.header_b64.len() + claims.len() * 4 / 3 + 350);
+        out.push_str(&self.header_b64);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut out);
+        let known = self.recent.lock().ok().and_then(|m| m.get(&out).cloned());
+        let signature = match known {
+            Some(signature) => signature,
+            None => {
+                let signature = self.signature_b64(out.as_bytes())?;
+                if let Ok(mut m) = self.recent.lock() {
+                    if m.len() >= RECENT_SIGNATURES {
+                        m.clear();
+                    }
+                    m.insert(out.clone(), signature.clone());
+                }
+                signature
+            }
+        };
+        out.push('.');
+        out.push_str(&signature);
+        Ok(out)
+    }
+
+    /// Signs without the memo (tests compare the two).
+    pub fn sign_jwt_fresh(&self, claims: &[u8]) -> Result<String, KeyError> {
         self.sign_with_header(&self.header_b64, claims)
+    }
+
+    fn signature_b64(&self, input: &[u8]) -> Result<String, KeyError> {
+        let mut sig = vec![0u8; self.pair.public_modulus_len()];
+        self.pair
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                input,
+                &mut sig,
+            )
+            .map_err(|_| KeyError("signing failed".into()))?;
+        Ok(URL_SAFE_NO_PAD.encode(sig))
     }
 
     /// Signs with a header of another `typ` (e.g. `secevent+jwt` for Security Event Tokens).
@@ -133,17 +186,9 @@ impl SigningKey {
         out.push_str(header_b64);
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(claims, &mut out);
-        let mut sig = vec![0u8; self.pair.public_modulus_len()];
-        self.pair
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &aws_lc_rs::rand::SystemRandom::new(),
-                out.as_bytes(),
-                &mut sig,
-            )
-            .map_err(|_| KeyError("signing failed".into()))?;
+        let signature = self.signature_b64(out.as_bytes())?;
         out.push('.');
-        URL_SAFE_NO_PAD.encode_string(&sig, &mut out);
+        out.push_str(&signature);
         Ok(out)
     }
 
@@ -518,5 +563,41 @@ mod tests {
             String::from_utf8(header).unwrap(),
             format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{kid}"}}"#)
         );
+    }
+
+    #[test]
+    fn a_remembered_signature_is_exactly_a_fresh_one_and_any_change_misses() {
+        let env = Env::Test;
+        let id = Uuid::new_v4();
+        let g = generate(&format(Kind::Jwk, env, id), 0).unwrap();
+        let key = SigningKey::from_pkcs8(id, env, &g.pkcs8).unwrap();
+        let claims = br#"{"iat":1000,"sub":"user-test-x","custom":1}"#;
+        let first = key.sign_jwt(claims).unwrap();
+        assert_eq!(key.recent.lock().unwrap().len(), 1);
+        let again = key.sign_jwt(claims).unwrap();
+        assert_eq!(first, again, "reused");
+        assert_eq!(
+            first,
+            key.sign_jwt_fresh(claims).unwrap(),
+            "identical to a fresh signature"
+        );
+        // Another second, another claim value, or another key: a new signature.
+        for other in [
+            &br#"{"iat":1001,"sub":"user-test-x","custom":1}"#[..],
+            &br#"{"iat":1000,"sub":"user-test-x","custom":2}"#[..],
+        ] {
+            let signed = key.sign_jwt(other).unwrap();
+            assert_ne!(signed, first);
+            assert_eq!(signed, key.sign_jwt_fresh(other).unwrap());
+        }
+        let id2 = Uuid::new_v4();
+        let g2 = generate(&format(Kind::Jwk, env, id2), 0).unwrap();
+        let key2 = SigningKey::from_pkcs8(id2, env, &g2.pkcs8).unwrap();
+        assert_ne!(key2.sign_jwt(claims).unwrap(), first);
+        // Bounded.
+        for i in 0..(RECENT_SIGNATURES + 10) {
+            key.sign_jwt(format!("{{\"iat\":{i}}}").as_bytes()).unwrap();
+        }
+        assert!(key.recent.lock().unwrap().len() <= RECENT_SIGNATURES);
     }
 }

@@ -176,3 +176,23 @@ async fn authenticate_by_jwt_and_refresh_an_expired_one() {
         .await
         .error(401, "unable_to_parse_session_jwt");
 }
+
+#[tokio::test]
+async fn the_same_session_in_the_same_second_gets_the_same_jwt_bytes() {
+    let app = TestApp::new().await;
+    let s = app.session(60).await;
+    let token = s["session_token"].as_str().unwrap();
+    let first = app.authenticate(json!({"session_token": token})).await;
+    let second = app.authenticate(json!({"session_token": token})).await;
+    assert_eq!(first.ok()["session_jwt"], second.ok()["session_jwt"]);
+    // Anything else changes the bytes: a claim, the second.
+    let claimed = app
+        .authenticate(json!({"session_token": token, "session_custom_claims": {"k": 1}}))
+        .await;
+    assert_ne!(claimed.ok()["session_jwt"], first.body["session_jwt"]);
+    app.advance(1);
+    let later = app.authenticate(json!({"session_token": token})).await;
+    assert_ne!(later.ok()["session_jwt"], claimed.body["session_jwt"]);
+    let (_, c) = decode_jwt(later.body["session_jwt"].as_str().unwrap());
+    assert_eq!(c["k"], 1);
+}
