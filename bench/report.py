@@ -31,8 +31,9 @@ DESC = {
     "e": "POST /v1/sessions (create)",
     "f": "GET /v1/sessions?user_id=",
     "g": "wrong caller secret, a new one per request (argon2id each; 401/429 by design)",
+    "h": "authenticate by session_token, Zipf(1.1) popularity, bursts of 4 calls per session",
 }
-ORDER = ["a", "b", "c", "d", "d304", "e", "f", "g"]
+ORDER = ["a", "h", "b", "c", "d", "d304", "e", "f", "g"]
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -275,16 +276,21 @@ def targets(run, runs):
         v, how = verdict(value, target, higher)
         out.append({"target": name, "value": shown, "result": v, "margin": how, "note": note})
 
-    add("(a) ≥ 0.5 × openssl 2-core RSA-2048 sign/s",
-        (a["rps"] / sign) if a and sign else None, 0.5, True,
+    add("(a) ≥ 0.75 × openssl 2-core RSA-2048 sign/s",
+        (a["rps"] / sign) if a and sign else None, 0.75, True,
         f"{fnum(a['rps'] if a else None)} req/s = {a['rps'] / sign:.2f} × {fnum(sign)} sign/s"
         if a and sign else "–", dist(a))
+    h = best(run, "h")
+    add("(h) Zipf + bursts ≥ 1.5 × openssl 2-core RSA-2048 sign/s (identical JWTs signed once)",
+        (h["rps"] / sign) if h and sign else None, 1.5, True,
+        f"{fnum(h['rps'] if h else None)} req/s = {h['rps'] / sign:.2f} × {fnum(sign)} sign/s"
+        if h and sign else "–", dist(h))
     fr = run.get("fixed_rate")
     if fr and fr.get("p50_ms") is not None:
         shown_rate = f"at {fnum(fr.get('rate'))} req/s (achieved {fnum(fr.get('rps'))})"
-        add("(a) p50 ≤ 1.5 ms at half of max throughput (fixed rate)", fr["p50_ms"], 1.5, False,
+        add("(a) p50 ≤ 1 ms at half of max throughput (fixed rate)", fr["p50_ms"], 1.0, False,
             f"{fr['p50_ms']:.2f} ms {shown_rate}", dist(fr))
-        add("(a) p99 ≤ 5 ms at half of max throughput (fixed rate)", fr["p99_ms"], 5.0, False,
+        add("(a) p99 ≤ 3 ms at half of max throughput (fixed rate)", fr["p99_ms"], 3.0, False,
             f"{fr['p99_ms']:.2f} ms {shown_rate}", dist(fr))
     else:
         note = m.get("fixed_rate_note", "not measured")
@@ -479,7 +485,7 @@ def render(run, runs):
              "RSA-2048 signature, so openssl's 2-core sign rate is their ceiling.")
     L.append("")
     L.append("| ratio | value |\n|---|---|")
-    for w in ("a", "b", "c", "e"):
+    for w in ("a", "h", "b", "c", "e"):
         b = best(run, w)
         if b and sign:
             L.append(f"| ({w}) best req/s / openssl sign/s | {fnum(b['rps'])} / {fnum(sign)} = "

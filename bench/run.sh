@@ -314,8 +314,9 @@ declare -A DESC=(
   [e]="POST /v1/sessions {user_id, session_duration_minutes: 60, factors}"
   [f]="GET /v1/sessions?user_id="
   [g]="POST /v1/sessions/authenticate with a new wrong secret each time (argon2id, 401/429)"
+  [h]="POST /v1/sessions/authenticate {session_token}, Zipf(1.1) popularity, bursts of 4 per session"
 )
-declare -A MODE=([a]=token [b]=token_duration [c]=jwt [d]=jwks [d304]=jwks_304 [e]=create [f]=list [g]=wrong_secret)
+declare -A MODE=([a]=token [b]=token_duration [c]=jwt [d]=jwks [d304]=jwks_304 [e]=create [f]=list [g]=wrong_secret [h]=zipf_burst)
 declare -A MAXRPS=()
 
 wrk_cmd() {  # $1 conc, $2 seconds, $3 json out
@@ -407,8 +408,8 @@ fixed_rate() {  # (a) at half of its measured maximum, with oha
   log "$(python3 "$BENCH/report.py" --point "$OUT/points/a-fixed.json")"
 }
 
-log "load: workloads a b c d d304 e f g at concurrency ${CONCURRENCY[*]} (wrk -t2)"
-for w in a b c d d304 e f g; do
+log "load: workloads a h b c d d304 e f g at concurrency ${CONCURRENCY[*]} (wrk -t2)"
+for w in a h b c d d304 e f g; do
   [[ $w == c ]] && mint_jwts
   for c in "${CONCURRENCY[@]}"; do
     point "$w" "$c"

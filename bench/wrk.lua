@@ -1,5 +1,8 @@
 -- Requests for the hallpass benchmark, for wrk 4.x (LuaJIT). Configured by environment:
 --   BENCH_MODE      token | token_duration | jwt | jwks | jwks_304 | create | list | wrong_secret
+--                   | zipf_burst
+--   BENCH_ZIPF_S    zipf_burst: the popularity exponent (default 1.1)
+--   BENCH_BURST     zipf_burst: calls per page view of one session (default 4)
 --   BENCH_SESSIONS  number of seeded sessions (tokens bench-token-0 .. N-1)
 --   BENCH_USERS     number of seeded users (ids user-test-beec0000-0000-4000-8000-%012x)
 --   BENCH_AUTH      the whole Authorization header value ("Basic …")
@@ -133,6 +136,43 @@ elseif mode == "wrong_secret" then
       { ["Authorization"] = "Basic " .. base64(project .. ":" .. secret),
         ["Content-Type"] = "application/json" },
       '{"session_token":"bench-token-0"}')
+  end
+elseif mode == "zipf_burst" then
+  -- Real traffic: a few sessions are very active (Zipf popularity over the seeded sessions,
+  -- rank k chosen with probability ~ 1/k^s), and a page view authenticates its session
+  -- several times within a few milliseconds (its API calls). Each wrk thread plays page
+  -- views one after another; its connections share the page's calls.
+  local s = tonumber(os.getenv("BENCH_ZIPF_S") or "1.1")
+  local burst = tonumber(os.getenv("BENCH_BURST") or "4")
+  local cdf = nil
+  local function build()
+    cdf = {}
+    local total = 0
+    for k = 1, sessions do
+      total = total + 1 / (k ^ s)
+      cdf[k] = total
+    end
+    for k = 1, sessions do cdf[k] = cdf[k] / total end
+  end
+  local function pick()
+    if not cdf then build() end
+    local u = random()
+    local lo, hi = 1, sessions
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      if cdf[mid] < u then lo = mid + 1 else hi = mid end
+    end
+    return lo - 1
+  end
+  local current, left = 0, 0
+  request = function()
+    if left == 0 then
+      current = pick()
+      left = burst
+    end
+    left = left - 1
+    return wrk.format("POST", "/v1/sessions/authenticate", nil,
+      '{"session_token":"bench-token-' .. current .. '"}')
   end
 elseif mode == "list" then
   request = function()
