@@ -9,7 +9,10 @@
 # HALLPASS_BIN: the binary to test (default: target/debug/hallpass under the repo root).
 # SDK_SUITES:   which suites to run, default "node python".
 # Before the suites, policy.json (next to this script) is made the project's RBAC policy with
-# `hallpass rbac set` (same database and master key as the server).
+# `hallpass rbac set` (same database and master key as the server), and two trusted auth
+# token profiles are made with `hallpass token-profile create` for a fresh EC P-256 key; the
+# suites get ATTEST_PROFILE_ID (jit provisioning), ATTEST_PROFILE_ID_NO_JIT,
+# ATTEST_PRIVATE_KEY_FILE (PKCS#8 PEM), ATTEST_ISSUER and ATTEST_AUDIENCE.
 # HALLPASS_MASTER_KEY: used when set; otherwise a fresh one is made, so a database can be
 #               reused by a later run only when the same HALLPASS_MASTER_KEY is passed again
 #               (the server cannot open the private keys of a ring sealed under another key).
@@ -171,6 +174,7 @@ if [[ -z $policy_seen ]]; then
 fi
 echo "# RBAC policy $POLICY_FILE applied (hallpass rbac set) and served by GET /v1/rbac/policy"
 # `rbac show` prints what was set (one check of its own, counted in the totals).
+setup_checks=1
 setup_failed=0
 if hallpass_cli rbac show "$PROJECT_ID" >"$WORK/rbac-show.out" 2>&1 && grep -qw editor "$WORK/rbac-show.out"; then
   echo "ok - [run.sh] hallpass rbac show prints the policy"
@@ -179,9 +183,57 @@ else
   setup_failed=1
 fi
 
+# ---------------------------------------------------------------- trusted auth token profile
+# The suites' sessions.attest checks sign their own tokens with a fresh EC P-256 key (ES256):
+# PKCS#8 private key for the suites, SPKI public key for `hallpass token-profile create`.
+ATTEST_PRIVATE_KEY_FILE=$WORK/attest-private.pem
+ATTEST_PUBLIC_KEY_FILE=$WORK/attest-public.pem
+if ! openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$ATTEST_PRIVATE_KEY_FILE" 2>"$WORK/openssl.log" ||
+  ! openssl pkey -in "$ATTEST_PRIVATE_KEY_FILE" -pubout -out "$ATTEST_PUBLIC_KEY_FILE" 2>>"$WORK/openssl.log"; then
+  echo "run.sh: openssl could not make the EC P-256 key pair for the attest checks:" >&2
+  cat "$WORK/openssl.log" >&2
+  exit 1
+fi
+ATTEST_ISSUER=https://idp.sdk-tests.example/
+ATTEST_AUDIENCE=hallpass-sdk-tests
+# Prints the profile_id of a new profile for the key above (extra flags appended), or exits.
+create_token_profile() {
+  local out=$WORK/token-profile-create.out err=$WORK/token-profile-create.err
+  if ! hallpass_cli token-profile create "$PROJECT_ID" --issuer "$ATTEST_ISSUER" --audience "$ATTEST_AUDIENCE" \
+    --pem-file "$ATTEST_PUBLIC_KEY_FILE" --json "$@" >"$out" 2>"$err"; then
+    echo "run.sh: hallpass token-profile create $PROJECT_ID --pem-file $ATTEST_PUBLIC_KEY_FILE $* failed:" >&2
+    cat "$out" "$err" >&2
+    exit 1
+  fi
+  if ! python3 -c 'import json, sys; print(json.load(sys.stdin)["profile_id"])' <"$out" 2>>"$err"; then
+    echo "run.sh: hallpass token-profile create --json printed no profile_id:" >&2
+    cat "$out" "$err" >&2
+    exit 1
+  fi
+}
+ATTEST_PROFILE_ID=$(create_token_profile --jit-provisioning)
+# A second profile on the same key without just-in-time provisioning (unknown user -> 404).
+ATTEST_PROFILE_ID_NO_JIT=$(create_token_profile)
+export ATTEST_PROFILE_ID ATTEST_PROFILE_ID_NO_JIT ATTEST_PRIVATE_KEY_FILE ATTEST_ISSUER ATTEST_AUDIENCE
+echo "# trusted auth token profiles $ATTEST_PROFILE_ID (jit) and $ATTEST_PROFILE_ID_NO_JIT (hallpass token-profile create, ES256 key in $WORK)"
+# `token-profile list` shows both (one check of its own, counted in the totals).
+setup_checks=$((setup_checks + 1))
+if hallpass_cli token-profile list "$PROJECT_ID" --json >"$WORK/token-profile-list.out" 2>"$WORK/token-profile-list.err" &&
+  python3 -c 'import json, sys
+rows = {p["profile_id"]: p for p in json.load(open(sys.argv[1]))}
+jit, nojit = rows[sys.argv[2]], rows[sys.argv[3]]
+assert jit["issuer"] == nojit["issuer"] == sys.argv[4], rows
+assert jit["jit_provisioning"] is True and nojit["jit_provisioning"] is False, rows' \
+    "$WORK/token-profile-list.out" "$ATTEST_PROFILE_ID" "$ATTEST_PROFILE_ID_NO_JIT" "$ATTEST_ISSUER" 2>>"$WORK/token-profile-list.err"; then
+  echo "ok - [run.sh] hallpass token-profile list shows both profiles"
+else
+  echo "FAIL - [run.sh] hallpass token-profile list $PROJECT_ID --json: $(cat "$WORK/token-profile-list.out" "$WORK/token-profile-list.err" | tr '\n' ' ' | cut -c1-400)"
+  setup_failed=$((setup_failed + 1))
+fi
+
 # ---------------------------------------------------------------- suites
-status=$setup_failed
-total_passed=$((1 - setup_failed))
+status=$((setup_failed > 0 ? 1 : 0))
+total_passed=$((setup_checks - setup_failed))
 total_failed=$setup_failed
 for suite in $SDK_SUITES; do
   echo "# ---- $suite SDK suite"

@@ -1,12 +1,16 @@
 // Drives a running hallpass server through the official, unmodified `stytch` Node SDK.
 //
-// Env: HALLPASS_URL, HALLPASS_PROJECT_ID, HALLPASS_SECRET, USERINFO_EMAIL.
+// Env: HALLPASS_URL, HALLPASS_PROJECT_ID, HALLPASS_SECRET, USERINFO_EMAIL, and for
+// sessions.attest ATTEST_PROFILE_ID, ATTEST_PROFILE_ID_NO_JIT, ATTEST_PRIVATE_KEY_FILE,
+// ATTEST_ISSUER, ATTEST_AUDIENCE.
 // Prints `ok - name` / `FAIL - name: reason` per check and ends with `N passed, M failed`.
 // Exit code 1 when any check failed. Run through tests/sdk/run.sh.
 
 import crypto from "node:crypto";
 import { readFileSync } from "node:fs";
 import stytch from "stytch";
+// jose is a dependency of stytch (its JWT verification); used here to sign attest tokens.
+import { generateKeyPair, importPKCS8, SignJWT } from "jose";
 
 const SDK_VERSION = JSON.parse(
   readFileSync(new URL("./node_modules/stytch/package.json", import.meta.url), "utf8")
@@ -26,6 +30,11 @@ const BASE = env("HALLPASS_URL").replace(/\/*$/, "/");
 const PROJECT_ID = env("HALLPASS_PROJECT_ID");
 const SECRET = env("HALLPASS_SECRET");
 const USERINFO_EMAIL = env("USERINFO_EMAIL");
+const ATTEST_PROFILE_ID = env("ATTEST_PROFILE_ID");
+const ATTEST_PROFILE_ID_NO_JIT = env("ATTEST_PROFILE_ID_NO_JIT");
+const ATTEST_PRIVATE_KEY_FILE = env("ATTEST_PRIVATE_KEY_FILE");
+const ATTEST_ISSUER = env("ATTEST_ISSUER");
+const ATTEST_AUDIENCE = env("ATTEST_AUDIENCE");
 const ENV_NAME = PROJECT_ID.startsWith("project-live-") ? "live" : "test";
 
 // The Node SDK warns on a custom `env`; that is expected here.
@@ -857,6 +866,297 @@ async function main() {
       await client.users.delete({ user_id: editor.user_id });
     } catch {
       /* not an RBAC check */
+    }
+  }
+
+  // ---------------------------------------------------------------- sessions.attest (profiles made by run.sh)
+  // Tokens of "our own identity provider" are signed here with the ES256 key whose public half
+  // run.sh gave `hallpass token-profile create`; a second key plays a forger.
+  const attestKey = await importPKCS8(readFileSync(ATTEST_PRIVATE_KEY_FILE, "utf8"), "ES256");
+  const forgerKey = (await generateKeyPair("ES256")).privateKey;
+  // Signs {iss, aud, exp, iat, jti, email} (defaults valid for 5 min), overridden by `claims`;
+  // a claim set to undefined is left out.
+  async function idpToken(claims, key = attestKey) {
+    const now = Math.floor(Date.now() / 1000);
+    const payload = { iss: ATTEST_ISSUER, aud: ATTEST_AUDIENCE, iat: now, exp: now + 300, jti: `jti-${rand()}`, ...claims };
+    for (const k of Object.keys(payload)) if (payload[k] === undefined) delete payload[k];
+    return new SignJWT(payload).setProtectedHeader({ alg: "ES256", typ: "JWT" }).sign(key);
+  }
+  const trustedFactors = (session) =>
+    session.authentication_factors.filter((f) => f.type === "trusted_auth_token");
+  function assertTrustedFactor(f, jti) {
+    assert(f, "no trusted_auth_token factor");
+    assertEq([f.type, f.delivery_method], ["trusted_auth_token", "trusted_token_exchange"], "factor type/delivery_method");
+    assertDeepEq(f.trusted_auth_token_factor, { token_id: jti }, "trusted_auth_token_factor");
+    for (const k of ["created_at", "last_authenticated_at", "updated_at"]) {
+      assert(RFC3339.test(f[k]), `factor.${k} = ${JSON.stringify(f[k])}`);
+    }
+  }
+  const attestEmail = `node-attest-${rand()}@example.com`;
+  let attestUser; // users.create; attest finds it by email
+  let attested; // attest response with a session
+
+  await check("users.create for the attest checks", async () => {
+    const res = await client.users.create({ email: attestEmail });
+    assertEq(res.status_code, 200, "status_code");
+    attestUser = res.user;
+  });
+
+  await check("sessions.attest with session_duration_minutes starts a session with the trusted_auth_token factor", async () => {
+    const jti = `jti-${rand()}`;
+    // The email claim is matched case-insensitively.
+    const token = await idpToken({ email: attestEmail.toUpperCase(), jti });
+    const res = await client.sessions.attest({
+      profile_id: ATTEST_PROFILE_ID,
+      token,
+      session_duration_minutes: 60,
+      session_custom_claims: { idp: "sdk-tests", iss: "evil" },
+    });
+    assertEq(res.status_code, 200, "status_code");
+    assert(typeof res.request_id === "string" && res.request_id.startsWith(`request-id-${ENV_NAME}-`), `request_id ${res.request_id}`);
+    assertEq(res.user_id, attestUser.user_id, "user_id");
+    assertEq(res.user.user_id, attestUser.user_id, "user.user_id");
+    assertEq(res.user.emails.map((e) => e.email), [attestEmail], "user.emails");
+    assertToken(res.session_token);
+    assertSessionShape(res.session, attestUser.user_id);
+    assertMinutesFromNow(res.session.expires_at, 60, "expires_at");
+    assertEq(res.session.authentication_factors.length, 1, "factors.length");
+    assertTrustedFactor(res.session.authentication_factors[0], jti);
+    assertDeepEq(res.session.custom_claims, { idp: "sdk-tests" }, "custom_claims");
+    const { payload } = decodeJwt(res.session_jwt);
+    assertEq(payload.sub, attestUser.user_id, "jwt sub");
+    assertEq(payload.idp, "sdk-tests", "jwt custom claim");
+    assertEq(payload.iss, `stytch.com/${PROJECT_ID}`, "jwt iss");
+    assertTrustedFactor(trustedFactors(payload["https://stytch.com/session"])[0], jti);
+    attested = res;
+  });
+
+  await check("sessions.attest session_token and session_jwt work with sessions.authenticate and authenticateJwtLocal", async () => {
+    const byToken = await client.sessions.authenticate({ session_token: attested.session_token });
+    assertEq(byToken.session.session_id, attested.session.session_id, "session_id by token");
+    assertDeepEq(byToken.session.authentication_factors, attested.session.authentication_factors, "factors by token");
+    const byJwt = await client.sessions.authenticate({ session_jwt: attested.session_jwt });
+    assertEq(byJwt.session.session_id, attested.session.session_id, "session_id by JWT");
+    const local = await client.sessions.authenticateJwtLocal({ session_jwt: attested.session_jwt });
+    assertEq(local.session_id, attested.session.session_id, "local session_id");
+    assertEq(local.user_id, attestUser.user_id, "local user_id");
+    assertDeepEq(local.authentication_factors, attested.session.authentication_factors, "local factors");
+  });
+
+  await check("sessions.attest without session_duration_minutes starts no session (aud as an array)", async () => {
+    const before = await client.sessions.get({ user_id: attestUser.user_id });
+    const token = await idpToken({ email: attestEmail, aud: ["another-app", ATTEST_AUDIENCE] });
+    const res = await client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token });
+    assertEq(res.status_code, 200, "status_code");
+    assertEq(res.user_id, attestUser.user_id, "user_id");
+    assertEq(res.user.user_id, attestUser.user_id, "user.user_id");
+    assert(res.session == null, `session ${JSON.stringify(res.session)}`);
+    assertEq(res.session_token, "", "session_token");
+    assertEq(res.session_jwt, "", "session_jwt");
+    const after = await client.sessions.get({ user_id: attestUser.user_id });
+    assertEq(after.sessions.length, before.sessions.length, "number of sessions");
+  });
+
+  await check("sessions.attest JIT-provisions a user for a new email, then finds it", async () => {
+    const newEmail = `node-attest-jit-${rand()}@example.com`;
+    const res = await client.sessions.attest({
+      profile_id: ATTEST_PROFILE_ID,
+      token: await idpToken({ email: newEmail }),
+      session_duration_minutes: 30,
+    });
+    assertEq(res.status_code, 200, "status_code");
+    assert(idRe("user").test(res.user_id), `user_id ${res.user_id}`);
+    assert(res.user_id !== attestUser.user_id, "JIT user is a new user");
+    assertEq(res.user.user_id, res.user_id, "user.user_id");
+    assertEq(res.user.emails.map((e) => [e.email, e.verified]), [[newEmail, true]], "user.emails");
+    assertSessionShape(res.session, res.user_id);
+    const got = await client.users.get({ user_id: res.user_id });
+    assertEq(got.emails.map((e) => e.email), [newEmail], "users.get emails");
+    const again = await client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token: await idpToken({ email: newEmail }) });
+    assertEq(again.user_id, res.user_id, "second attest finds the provisioned user");
+    const del = await client.users.delete({ user_id: res.user_id });
+    assertEq(del.status_code, 200, "users.delete of the JIT user");
+  });
+
+  await check("sessions.attest unknown user on a profile without JIT provisioning -> 404 user_not_found", async () => {
+    const newEmail = `node-attest-nojit-${rand()}@example.com`;
+    const token = await idpToken({ email: newEmail });
+    await expectStytchError(
+      () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID_NO_JIT, token, session_duration_minutes: 30 }),
+      404,
+      "user_not_found"
+    );
+    // The same profile takes a known user.
+    const res = await client.sessions.attest({ profile_id: ATTEST_PROFILE_ID_NO_JIT, token: await idpToken({ email: attestEmail }) });
+    assertEq(res.user_id, attestUser.user_id, "known user via the non-JIT profile");
+  });
+
+  await check("sessions.attest replay of the same token -> 400 trusted_auth_token_already_used", async () => {
+    const token = await idpToken({ email: attestEmail });
+    const res = await client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token, session_duration_minutes: 30 });
+    assertEq(res.status_code, 200, "first use");
+    await expectStytchError(
+      () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token, session_duration_minutes: 30 }),
+      400,
+      "trusted_auth_token_already_used"
+    );
+    await expectStytchError(
+      () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token }),
+      400,
+      "trusted_auth_token_already_used"
+    );
+    await client.sessions.revoke({ session_id: res.session.session_id });
+  });
+
+  await check("sessions.attest token signed by another key -> 401 invalid_trusted_auth_token_signature", async () => {
+    const forged = await idpToken({ email: attestEmail }, forgerKey);
+    await expectStytchError(
+      () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token: forged, session_duration_minutes: 30 }),
+      401,
+      "invalid_trusted_auth_token_signature"
+    );
+    // A valid token with its payload swapped for another email.
+    const [h, , s] = (await idpToken({ email: attestEmail })).split(".");
+    const p = Buffer.from(JSON.stringify({ iss: ATTEST_ISSUER, aud: ATTEST_AUDIENCE, exp: Math.floor(Date.now() / 1000) + 300, jti: rand(), email: "someone-else@example.com" })).toString("base64url");
+    await expectStytchError(
+      () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token: `${h}.${p}.${s}` }),
+      401,
+      "invalid_trusted_auth_token_signature"
+    );
+  });
+
+  await check("sessions.attest expired token -> 401 trusted_auth_token_expired", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const token = await idpToken({ email: attestEmail, iat: now - 600, exp: now - 120 });
+    await expectStytchError(
+      () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token, session_duration_minutes: 30 }),
+      401,
+      "trusted_auth_token_expired"
+    );
+  });
+
+  await check("sessions.attest token not valid yet (nbf in the future) -> 401 trusted_auth_token_not_yet_valid", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const token = await idpToken({ email: attestEmail, nbf: now + 300, exp: now + 600 });
+    await expectStytchError(
+      () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token, session_duration_minutes: 30 }),
+      401,
+      "trusted_auth_token_not_yet_valid"
+    );
+  });
+
+  await check("sessions.attest wrong issuer -> 401 invalid_trusted_auth_token_issuer", async () => {
+    const token = await idpToken({ email: attestEmail, iss: "https://idp.elsewhere.example/" });
+    await expectStytchError(
+      () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token, session_duration_minutes: 30 }),
+      401,
+      "invalid_trusted_auth_token_issuer"
+    );
+  });
+
+  await check("sessions.attest wrong audience -> 401 invalid_trusted_auth_token_audience", async () => {
+    for (const aud of ["another-app", ["another-app", "yet-another"]]) {
+      const token = await idpToken({ email: attestEmail, aud });
+      await expectStytchError(
+        () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token, session_duration_minutes: 30 }),
+        401,
+        "invalid_trusted_auth_token_audience"
+      );
+    }
+  });
+
+  await check("sessions.attest without the email or jti claim -> 400 trusted_auth_token_missing_claim", async () => {
+    for (const claims of [{ email: undefined }, { email: attestEmail, jti: undefined }]) {
+      const token = await idpToken(claims);
+      await expectStytchError(
+        () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token, session_duration_minutes: 30 }),
+        400,
+        "trusted_auth_token_missing_claim"
+      );
+    }
+  });
+
+  await check("sessions.attest unknown profile -> 404 trusted_auth_token_profile_not_found", async () => {
+    const token = await idpToken({ email: attestEmail });
+    await expectStytchError(
+      () => client.sessions.attest({ profile_id: `trusted-auth-token-profile-${ENV_NAME}-${rand()}`, token }),
+      404,
+      "trusted_auth_token_profile_not_found"
+    );
+  });
+
+  await check("sessions.attest with session_token adds the factor to that session", async () => {
+    const s = await newMagicLinkSession(attestUser.user_id);
+    const jti = `jti-${rand()}`;
+    const res = await client.sessions.attest({
+      profile_id: ATTEST_PROFILE_ID,
+      token: await idpToken({ email: attestEmail, jti }),
+      session_token: s.session_token,
+    });
+    assertEq(res.status_code, 200, "status_code");
+    assertEq(res.session && res.session.session_id, s.session.session_id, "session_id (no new session)");
+    assertEq(res.session_token, s.session_token, "session_token unchanged");
+    assertDeepEq(
+      res.session.authentication_factors.map((f) => [f.type, f.delivery_method]),
+      [["magic_link", "embedded"], ["trusted_auth_token", "trusted_token_exchange"]],
+      "factors"
+    );
+    assertTrustedFactor(trustedFactors(res.session)[0], jti);
+    const auth = await client.sessions.authenticate({ session_token: s.session_token });
+    assertDeepEq(auth.session.authentication_factors, res.session.authentication_factors, "factors on sessions.authenticate");
+    const { payload } = decodeJwt(res.session_jwt);
+    assertTrustedFactor(trustedFactors(payload["https://stytch.com/session"])[0], jti);
+    // and by session_jwt, with a longer duration
+    const jti2 = `jti-${rand()}`;
+    const res2 = await client.sessions.attest({
+      profile_id: ATTEST_PROFILE_ID,
+      token: await idpToken({ email: attestEmail, jti: jti2 }),
+      session_jwt: res.session_jwt,
+      session_duration_minutes: 120,
+    });
+    assertEq(res2.session && res2.session.session_id, s.session.session_id, "session_id via session_jwt");
+    assertMinutesFromNow(res2.session.expires_at, 120, "expires_at extended");
+    assertDeepEq(trustedFactors(res2.session).map((f) => f.trusted_auth_token_factor.token_id), [jti2], "trusted factor (latest token_id)");
+    await client.sessions.revoke({ session_id: s.session.session_id });
+  });
+
+  await check("sessions.attest for another user's or an unknown session -> 404 session_not_found; the token stays unused", async () => {
+    const other = await client.users.create({ email: `node-attest-other-${rand()}@example.com` });
+    const otherSession = await newMagicLinkSession(other.user_id);
+    const token = await idpToken({ email: attestEmail });
+    await expectStytchError(
+      () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token, session_token: otherSession.session_token }),
+      404,
+      "session_not_found"
+    );
+    await expectStytchError(
+      () => client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token, session_token: crypto.randomBytes(33).toString("base64url") }),
+      404,
+      "session_not_found"
+    );
+    const ok = await client.sessions.attest({ profile_id: ATTEST_PROFILE_ID, token });
+    assertEq(ok.user_id, attestUser.user_id, "the refused token is accepted afterwards");
+    const otherAuth = await client.sessions.authenticate({ session_token: otherSession.session_token });
+    assertEq(trustedFactors(otherAuth.session).length, 0, "no factor added to the other user's session");
+    await client.users.delete({ user_id: other.user_id });
+  });
+
+  if (typeof client.sessions.exchangeAccessToken === "function") {
+    await check("sessions.exchangeAccessToken -> 400 bad_request pointing to attest", async () => {
+      const err = await expectStytchError(
+        () => client.sessions.exchangeAccessToken({ access_token: "any-access-token", session_duration_minutes: 30 }),
+        400,
+        "bad_request"
+      );
+      assert(/attest/.test(err.error_message), `error_message ${JSON.stringify(err.error_message)} does not mention attest`);
+    });
+  }
+
+  if (attestUser) {
+    try {
+      await client.users.delete({ user_id: attestUser.user_id });
+    } catch {
+      /* reported above */
     }
   }
 

@@ -1,6 +1,8 @@
 """Drives a running hallpass server through the official, unmodified `stytch` Python SDK.
 
-Env: HALLPASS_URL, HALLPASS_PROJECT_ID, HALLPASS_SECRET, USERINFO_EMAIL.
+Env: HALLPASS_URL, HALLPASS_PROJECT_ID, HALLPASS_SECRET, USERINFO_EMAIL, and for
+sessions.attest ATTEST_PROFILE_ID, ATTEST_PROFILE_ID_NO_JIT, ATTEST_PRIVATE_KEY_FILE,
+ATTEST_ISSUER, ATTEST_AUDIENCE.
 Prints `ok - name` / `FAIL - name: reason` per check and ends with `N passed, M failed`.
 Exit code 1 when any check failed. Run through tests/sdk/run.sh.
 """
@@ -21,8 +23,11 @@ import traceback
 import uuid
 from typing import Any, Callable, Optional
 
+import jwt as pyjwt  # PyJWT, a dependency of stytch; signs the attest tokens
 import stytch
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from stytch.consumer.models.sessions import AuthorizationCheck
 from stytch.core.response_base import StytchError
 from stytch.shared.rbac_local import RBACConsumerPermissionError
@@ -40,6 +45,11 @@ BASE = env("HALLPASS_URL").rstrip("/")
 PROJECT_ID = env("HALLPASS_PROJECT_ID")
 SECRET = env("HALLPASS_SECRET")
 USERINFO_EMAIL = env("USERINFO_EMAIL")
+ATTEST_PROFILE_ID = env("ATTEST_PROFILE_ID")
+ATTEST_PROFILE_ID_NO_JIT = env("ATTEST_PROFILE_ID_NO_JIT")
+ATTEST_PRIVATE_KEY_FILE = env("ATTEST_PRIVATE_KEY_FILE")
+ATTEST_ISSUER = env("ATTEST_ISSUER")
+ATTEST_AUDIENCE = env("ATTEST_AUDIENCE")
 ENV_NAME = "live" if PROJECT_ID.startswith("project-live-") else "test"
 
 client = stytch.Client(project_id=PROJECT_ID, secret=SECRET, environment=BASE)
@@ -923,6 +933,299 @@ def main() -> None:
     if "editor_id" in S:
         try:
             client.users.delete(user_id=S["editor_id"])
+        except Exception:  # noqa: BLE001
+            pass
+
+    # ------------------------------------------------------------ sessions.attest (profiles made by run.sh)
+    # Tokens of "our own identity provider" are signed here with the ES256 key whose public half
+    # run.sh gave `hallpass token-profile create`; a second key plays a forger.
+    with open(ATTEST_PRIVATE_KEY_FILE, "rb") as f:
+        attest_key = serialization.load_pem_private_key(f.read(), password=None)
+    forger_key = ec.generate_private_key(ec.SECP256R1())
+    _omit = object()
+
+    def idp_token(key: Any = attest_key, **claims: Any) -> str:
+        """Signs {iss, aud, exp, iat, jti, email} (valid for 5 min), overridden by `claims`;
+        a claim given as _omit is left out."""
+        now = int(time.time())
+        payload = {"iss": ATTEST_ISSUER, "aud": ATTEST_AUDIENCE, "iat": now, "exp": now + 300, "jti": f"jti-{uuid.uuid4()}"}
+        payload.update(claims)
+        payload = {k: v for k, v in payload.items() if v is not _omit}
+        return pyjwt.encode(payload, key, algorithm="ES256", headers={"typ": "JWT"})
+
+    def trusted_factors(factors: list) -> list:
+        """The trusted_auth_token factors of a Session model's or a JWT claim's factor list."""
+        kind = lambda f: f["type"] if isinstance(f, dict) else f.type.value  # noqa: E731
+        return [f for f in factors if kind(f) == "trusted_auth_token"]
+
+    def trusted_factor_ok(f: Any, jti: str) -> None:
+        check_true(f is not None, "no trusted_auth_token factor")
+        check_eq((f.type.value, f.delivery_method.value), ("trusted_auth_token", "trusted_token_exchange"), "factor type/delivery_method")
+        check_true(f.trusted_auth_token_factor is not None, f"factor detail {f!r}")
+        check_eq(f.trusted_auth_token_factor.token_id, jti, "trusted_auth_token_factor.token_id")
+        for k in ("created_at", "last_authenticated_at", "updated_at"):
+            check_true(isinstance(getattr(f, k), datetime.datetime), f"factor.{k} = {getattr(f, k)!r}")
+
+    def jwt_trusted_factor_ok(jwt_text: str, jti: str) -> None:
+        _, payload = decode_jwt(jwt_text)
+        found = trusted_factors(payload["https://stytch.com/session"]["authentication_factors"])
+        check_eq(
+            [(f["delivery_method"], f.get("trusted_auth_token_factor")) for f in found],
+            [("trusted_token_exchange", {"token_id": jti})],
+            "JWT session claim trusted_auth_token factor",
+        )
+
+    def attest(**kw: Any):
+        return client.sessions.attest(profile_id=kw.pop("profile_id", ATTEST_PROFILE_ID), **kw)
+
+    attest_email = f"py-attest-{uuid.uuid4()}@example.com"
+
+    @check("users.create for the attest checks")
+    def _():
+        res = client.users.create(email=attest_email)
+        check_eq(res.status_code, 200, "status_code")
+        S["attest_user_id"] = res.user_id
+
+    @check("sessions.attest with session_duration_minutes starts a session with the trusted_auth_token factor")
+    def _():
+        uid = S["attest_user_id"]
+        jti = f"jti-{uuid.uuid4()}"
+        # The email claim is matched case-insensitively.
+        res = attest(
+            token=idp_token(email=attest_email.upper(), jti=jti),
+            session_duration_minutes=60,
+            session_custom_claims={"idp": "sdk-tests", "iss": "evil"},
+        )
+        check_eq(res.status_code, 200, "status_code")
+        check_true(res.request_id.startswith(f"request-id-{ENV_NAME}-"), f"request_id {res.request_id!r}")
+        check_eq(res.user_id, uid, "user_id")
+        check_eq(res.user.user_id, uid, "user.user_id")
+        check_eq([e.email for e in res.user.emails], [attest_email], "user.emails")
+        check_true(TOKEN_RE.match(res.session_token), f"session_token {res.session_token!r}")
+        session_shape(res.session, uid)
+        near_minutes_from_now(res.session.expires_at, 60, "expires_at")
+        check_eq(len(res.session.authentication_factors), 1, "factors")
+        trusted_factor_ok(res.session.authentication_factors[0], jti)
+        check_eq(res.session.custom_claims, {"idp": "sdk-tests"}, "custom_claims")
+        _, payload = decode_jwt(res.session_jwt)
+        check_eq(payload["sub"], uid, "jwt sub")
+        check_eq(payload.get("idp"), "sdk-tests", "jwt custom claim")
+        check_eq(payload["iss"], f"stytch.com/{PROJECT_ID}", "jwt iss")
+        jwt_trusted_factor_ok(res.session_jwt, jti)
+        S["attested"] = res
+
+    @check("sessions.attest session_token and session_jwt work with sessions.authenticate and authenticate_jwt_local")
+    def _():
+        a = S["attested"]
+        by_token = client.sessions.authenticate(session_token=a.session_token)
+        check_eq(by_token.session.session_id, a.session.session_id, "session_id by token")
+        check_eq(
+            [f.model_dump() for f in by_token.session.authentication_factors],
+            [f.model_dump() for f in a.session.authentication_factors],
+            "factors by token",
+        )
+        by_jwt = client.sessions.authenticate(session_jwt=a.session_jwt)
+        check_eq(by_jwt.session.session_id, a.session.session_id, "session_id by JWT")
+        local = client.sessions.authenticate_jwt_local(a.session_jwt)
+        check_true(local is not None, "local verification of the attest JWT failed")
+        check_eq(local.session_id, a.session.session_id, "local session_id")
+        check_eq(local.user_id, S["attest_user_id"], "local user_id")
+        trusted_factor_ok(trusted_factors(local.authentication_factors)[0], a.session.authentication_factors[0].trusted_auth_token_factor.token_id)
+
+    @check("sessions.attest without session_duration_minutes starts no session (aud as a list)")
+    def _():
+        uid = S["attest_user_id"]
+        before = len(client.sessions.get(user_id=uid).sessions)
+        res = attest(token=idp_token(email=attest_email, aud=["another-app", ATTEST_AUDIENCE]))
+        check_eq(res.status_code, 200, "status_code")
+        check_eq(res.user_id, uid, "user_id")
+        check_eq(res.user.user_id, uid, "user.user_id")
+        check_eq(res.session, None, "session")
+        check_eq(res.session_token, "", "session_token")
+        check_eq(res.session_jwt, "", "session_jwt")
+        check_eq(len(client.sessions.get(user_id=uid).sessions), before, "number of sessions")
+
+    @check("sessions.attest JIT-provisions a user for a new email, then finds it")
+    def _():
+        new_email = f"py-attest-jit-{uuid.uuid4()}@example.com"
+        res = attest(token=idp_token(email=new_email), session_duration_minutes=30)
+        check_eq(res.status_code, 200, "status_code")
+        check_true(ID_RE["user"].match(res.user_id), f"user_id {res.user_id}")
+        check_true(res.user_id != S["attest_user_id"], "JIT user is a new user")
+        check_eq(res.user.user_id, res.user_id, "user.user_id")
+        check_eq([(e.email, e.verified) for e in res.user.emails], [(new_email, True)], "user.emails")
+        session_shape(res.session, res.user_id)
+        got = client.users.get(user_id=res.user_id)
+        check_eq([e.email for e in got.emails], [new_email], "users.get emails")
+        again = attest(token=idp_token(email=new_email))
+        check_eq(again.user_id, res.user_id, "second attest finds the provisioned user")
+        check_eq(client.users.delete(user_id=res.user_id).status_code, 200, "users.delete of the JIT user")
+
+    @check("sessions.attest unknown user on a profile without JIT provisioning -> 404 user_not_found")
+    def _():
+        token = idp_token(email=f"py-attest-nojit-{uuid.uuid4()}@example.com")
+        expect_stytch_error(
+            lambda: attest(profile_id=ATTEST_PROFILE_ID_NO_JIT, token=token, session_duration_minutes=30),
+            404,
+            "user_not_found",
+        )
+        # The same profile takes a known user.
+        res = attest(profile_id=ATTEST_PROFILE_ID_NO_JIT, token=idp_token(email=attest_email))
+        check_eq(res.user_id, S["attest_user_id"], "known user via the non-JIT profile")
+
+    @check("sessions.attest replay of the same token -> 400 trusted_auth_token_already_used")
+    def _():
+        token = idp_token(email=attest_email)
+        res = attest(token=token, session_duration_minutes=30)
+        check_eq(res.status_code, 200, "first use")
+        expect_stytch_error(lambda: attest(token=token, session_duration_minutes=30), 400, "trusted_auth_token_already_used")
+        expect_stytch_error(lambda: attest(token=token), 400, "trusted_auth_token_already_used")
+        client.sessions.revoke(session_id=res.session.session_id)
+
+    @check("sessions.attest token signed by another key -> 401 invalid_trusted_auth_token_signature")
+    def _():
+        forged = idp_token(forger_key, email=attest_email)
+        expect_stytch_error(
+            lambda: attest(token=forged, session_duration_minutes=30), 401, "invalid_trusted_auth_token_signature"
+        )
+        # A valid token with its payload swapped for another email.
+        h, _, s = idp_token(email=attest_email).split(".")
+        p = b64url(json.dumps({
+            "iss": ATTEST_ISSUER, "aud": ATTEST_AUDIENCE, "exp": int(time.time()) + 300,
+            "jti": str(uuid.uuid4()), "email": "someone-else@example.com",
+        }).encode())
+        expect_stytch_error(lambda: attest(token=f"{h}.{p}.{s}"), 401, "invalid_trusted_auth_token_signature")
+
+    @check("sessions.attest expired token -> 401 trusted_auth_token_expired")
+    def _():
+        now = int(time.time())
+        token = idp_token(email=attest_email, iat=now - 600, exp=now - 120)
+        expect_stytch_error(lambda: attest(token=token, session_duration_minutes=30), 401, "trusted_auth_token_expired")
+
+    @check("sessions.attest token not valid yet (nbf in the future) -> 401 trusted_auth_token_not_yet_valid")
+    def _():
+        now = int(time.time())
+        token = idp_token(email=attest_email, nbf=now + 300, exp=now + 600)
+        expect_stytch_error(
+            lambda: attest(token=token, session_duration_minutes=30), 401, "trusted_auth_token_not_yet_valid"
+        )
+
+    @check("sessions.attest wrong issuer -> 401 invalid_trusted_auth_token_issuer")
+    def _():
+        token = idp_token(email=attest_email, iss="https://idp.elsewhere.example/")
+        expect_stytch_error(
+            lambda: attest(token=token, session_duration_minutes=30), 401, "invalid_trusted_auth_token_issuer"
+        )
+
+    @check("sessions.attest wrong audience -> 401 invalid_trusted_auth_token_audience")
+    def _():
+        for aud in ("another-app", ["another-app", "yet-another"]):
+            token = idp_token(email=attest_email, aud=aud)
+            expect_stytch_error(
+                lambda: attest(token=token, session_duration_minutes=30), 401, "invalid_trusted_auth_token_audience"
+            )
+
+    @check("sessions.attest without the email or jti claim -> 400 trusted_auth_token_missing_claim")
+    def _():
+        for claims in ({}, {"email": attest_email, "jti": _omit}):
+            token = idp_token(**claims)
+            expect_stytch_error(
+                lambda: attest(token=token, session_duration_minutes=30), 400, "trusted_auth_token_missing_claim"
+            )
+
+    @check("sessions.attest unknown profile -> 404 trusted_auth_token_profile_not_found")
+    def _():
+        expect_stytch_error(
+            lambda: attest(
+                profile_id=f"trusted-auth-token-profile-{ENV_NAME}-{uuid.uuid4()}", token=idp_token(email=attest_email)
+            ),
+            404,
+            "trusted_auth_token_profile_not_found",
+        )
+
+    @check("sessions.attest with session_token adds the factor to that session")
+    def _():
+        s = new_magic_link_session(S["attest_user_id"])
+        jti = f"jti-{uuid.uuid4()}"
+        res = attest(token=idp_token(email=attest_email, jti=jti), session_token=s.session_token)
+        check_eq(res.status_code, 200, "status_code")
+        check_true(res.session is not None, "no session in the answer")
+        check_eq(res.session.session_id, s.session.session_id, "session_id (no new session)")
+        check_eq(res.session_token, s.session_token, "session_token unchanged")
+        check_eq(
+            [(f.type.value, f.delivery_method.value) for f in res.session.authentication_factors],
+            [("magic_link", "embedded"), ("trusted_auth_token", "trusted_token_exchange")],
+            "factors",
+        )
+        trusted_factor_ok(trusted_factors(res.session.authentication_factors)[0], jti)
+        auth = client.sessions.authenticate(session_token=s.session_token)
+        check_eq(
+            [f.model_dump() for f in auth.session.authentication_factors],
+            [f.model_dump() for f in res.session.authentication_factors],
+            "factors on sessions.authenticate",
+        )
+        jwt_trusted_factor_ok(res.session_jwt, jti)
+        # and by session_jwt, with a longer duration
+        jti2 = f"jti-{uuid.uuid4()}"
+        res2 = attest(
+            token=idp_token(email=attest_email, jti=jti2), session_jwt=res.session_jwt, session_duration_minutes=120
+        )
+        check_true(res2.session is not None, "no session in the answer (by JWT)")
+        check_eq(res2.session.session_id, s.session.session_id, "session_id via session_jwt")
+        near_minutes_from_now(res2.session.expires_at, 120, "expires_at extended")
+        check_eq(
+            [f.trusted_auth_token_factor.token_id for f in trusted_factors(res2.session.authentication_factors)],
+            [jti2],
+            "trusted factor (latest token_id)",
+        )
+        client.sessions.revoke(session_id=s.session.session_id)
+
+    @check("sessions.attest for another user's or an unknown session -> 404 session_not_found; the token stays unused")
+    def _():
+        other = client.users.create(email=f"py-attest-other-{uuid.uuid4()}@example.com")
+        other_session = new_magic_link_session(other.user_id)
+        token = idp_token(email=attest_email)
+        expect_stytch_error(lambda: attest(token=token, session_token=other_session.session_token), 404, "session_not_found")
+        expect_stytch_error(lambda: attest(token=token, session_token=b64url(secrets.token_bytes(33))), 404, "session_not_found")
+        ok = attest(token=token)
+        check_eq(ok.user_id, S["attest_user_id"], "the refused token is accepted afterwards")
+        other_auth = client.sessions.authenticate(session_token=other_session.session_token)
+        check_eq(trusted_factors(other_auth.session.authentication_factors), [], "no factor added to the other user's session")
+        client.users.delete(user_id=other.user_id)
+
+    @check("async: attest_async starts a session (fresh client)")
+    async def _():
+        aclient = stytch.Client(project_id=PROJECT_ID, secret=SECRET, environment=BASE)
+        try:
+            jti = f"jti-{uuid.uuid4()}"
+            res = await aclient.sessions.attest_async(
+                profile_id=ATTEST_PROFILE_ID, token=idp_token(email=attest_email, jti=jti), session_duration_minutes=30
+            )
+            check_eq(res.user_id, S["attest_user_id"], "user_id")
+            check_true(res.session is not None, "no session")
+            trusted_factor_ok(res.session.authentication_factors[0], jti)
+            await expect_stytch_error_async(
+                aclient.sessions.attest_async(profile_id=ATTEST_PROFILE_ID, token=idp_token(forger_key, email=attest_email)),
+                401,
+                "invalid_trusted_auth_token_signature",
+            )
+        finally:
+            await aclient.close()
+
+    if hasattr(client.sessions, "exchange_access_token"):
+
+        @check("sessions.exchange_access_token -> 400 bad_request pointing to attest")
+        def _():
+            e = expect_stytch_error(
+                lambda: client.sessions.exchange_access_token(access_token="any-access-token", session_duration_minutes=30),
+                400,
+                "bad_request",
+            )
+            check_true("attest" in e.details.error_message, f"error_message {e.details.error_message!r} does not mention attest")
+
+    if "attest_user_id" in S:
+        try:
+            client.users.delete(user_id=S["attest_user_id"])
         except Exception:  # noqa: BLE001
             pass
 
