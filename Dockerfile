@@ -8,15 +8,24 @@ WORKDIR /src
 # aws-lc-sys builds AWS-LC from C (cmake is only needed on some targets; clang/gcc come with the image).
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 # Dependencies first, so source edits do not rebuild them.
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
-    && cargo build --release --locked \
+# The workspace's other member (the relying-service crate) is only stubbed: the server does
+# not depend on it.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY verifier/Cargo.toml verifier/Cargo.toml
+RUN mkdir -p src verifier/src verifier/examples \
+    && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
+    && echo '' > verifier/src/lib.rs && echo 'fn main() {}' > verifier/examples/relying_service.rs \
+    && cargo build --release --locked -p hallpass \
     && rm -rf src target/release/deps/hallpass* target/release/hallpass*
 COPY src ./src
 COPY migrations ./migrations
 COPY config ./config
 # touch: COPY keeps the files' old mtimes, which could look older than the placeholder build.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked && strip target/release/hallpass
+# No .git here: the build info names the commit given as a build argument.
+ARG HALLPASS_COMMIT=unknown
+RUN touch src/main.rs src/lib.rs \
+    && HALLPASS_COMMIT=$HALLPASS_COMMIT cargo build --release --locked -p hallpass \
+    && strip target/release/hallpass
 
 FROM debian:bookworm-slim
 # ca-certificates: the migrate endpoint calls the operator's HTTPS UserInfo URL (TLS to

@@ -491,13 +491,20 @@ pub struct Feed {
     head: tokio::sync::watch::Sender<i64>,
     /// Set when the server stops: open streams end so the shutdown is not held up by them.
     closed: tokio::sync::watch::Sender<bool>,
+    /// Long-polls and streams hold a request (and a connection) open: at most this many at
+    /// once, so a public feed cannot be used to fill the server's connection cap.
+    waiters: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most feed long-polls and streams open at once per process.
+pub const MAX_FEED_WAITERS: usize = 256;
 
 impl Default for Feed {
     fn default() -> Self {
         Self {
             head: tokio::sync::watch::Sender::new(0),
             closed: tokio::sync::watch::Sender::new(false),
+            waiters: Arc::new(tokio::sync::Semaphore::new(MAX_FEED_WAITERS)),
         }
     }
 }
@@ -515,6 +522,11 @@ impl Feed {
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
         self.head.subscribe()
+    }
+
+    /// A slot for a long-poll or a stream; `None` when all are taken.
+    pub fn waiter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.waiters.clone().try_acquire_owned().ok()
     }
 
     pub fn close(&self) {

@@ -832,6 +832,17 @@ async fn purge(config: Config, dry_run: bool) -> Result<(), Fatal> {
             rfc3339(cutoff)
         ),
     }
+    if !dry_run {
+        // What the servers' background task also does: feed events past their window, and
+        // attest token ids whose tokens expired.
+        let now = Clock::system().now();
+        let keep = (crate::domain::keys::JWT_LIFETIME_SECONDS
+            + 2 * config.keys.jwks_max_age_seconds as i64)
+            .max(3600);
+        let events = store::revocations::purge(&db, now - keep).await?;
+        let token_ids = store::token_profiles::purge_used(&db, now).await?;
+        println!("deleted {events} revocation feed events and {token_ids} used attest token ids");
+    }
     Ok(())
 }
 
@@ -939,9 +950,6 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
             revocations_feed,
         } => {
             let mut row = admin::get_project(&db, &project_id).await?;
-            if let Some(mode) = &revocations_feed {
-                store::projects::set_revocations_private(&db, row.id, mode == "private").await?;
-            }
             if let Some(url) = userinfo_url {
                 if url.is_empty() {
                     row.userinfo_url = None;
@@ -966,6 +974,9 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
                 row.absolute_lifetime_minutes = minutes("absolute-lifetime-minutes", v)?;
             }
             store::projects::update_settings(&db, &row).await?;
+            if let Some(mode) = &revocations_feed {
+                store::projects::set_revocations_private(&db, row.id, mode == "private").await?;
+            }
             println!(
                 "updated {project_id}: userinfo_url={} idle_timeout_minutes={} absolute_lifetime_minutes={}{}",
                 row.userinfo_url.as_deref().unwrap_or("-"),

@@ -182,9 +182,14 @@ async fn user_for(
     if !profile.jit_provisioning {
         return Err(Error::UserNotFound);
     }
+    // The token's values go through the rules every user's do.
+    if !super::users::valid_email(&attested.email) {
+        return Err(Error::InvalidEmail);
+    }
+    let external_id = super::users::external_id(attested.external_user_id.clone())?;
     let row = UserRow {
         user_id: Uuid::new_v4(),
-        external_id: attested.external_user_id.clone(),
+        external_id,
         email_id: Some(Uuid::new_v4()),
         email: Some(attested.email.clone()),
         email_verified: true,

@@ -58,8 +58,10 @@ fn document(state: &AppState, project: &Arc<Project>, headers: &HeaderMap) -> Re
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == ring.etag || t.trim() == "*")
+            // If-None-Match compares weakly: W/"x" matches "x".
+            v.split(',').map(str::trim).any(|t| {
+                t == "*" || t.strip_prefix("W/").unwrap_or(t) == ring.etag.trim_start_matches("W/")
+            })
         });
     let mut response = if unchanged {
         StatusCode::NOT_MODIFIED.into_response()

@@ -95,10 +95,8 @@ struct AuthenticateRequest {
 
 #[derive(Deserialize, Default)]
 struct MatchOptions {
-    #[serde(default)]
-    ip_match_required: bool,
-    #[serde(default)]
-    user_agent_match_required: bool,
+    ip_match_required: Option<bool>,
+    user_agent_match_required: Option<bool>,
 }
 
 async fn authenticate(
@@ -115,7 +113,7 @@ async fn authenticate(
             "user_agent_match_required",
         ),
     ] {
-        if on {
+        if on == Some(true) {
             return Err(Error::bad_request(format!(
                 "options.{name} is not supported by hallpass; refused rather than ignored"
             )));

@@ -18,6 +18,7 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
 }
 
 #[derive(Serialize)]
@@ -71,6 +72,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+/// The OpenAPI 3.1 document of every endpoint (a test holds it and the router together).
+pub const OPENAPI: &str = include_str!("../../openapi/openapi.json");
+
+async fn openapi() -> Response {
+    let mut r = OPENAPI.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
     r
 }

@@ -103,9 +103,11 @@ fn parse_cursor(name: &str, text: Option<&str>) -> Result<Option<i64>> {
 }
 
 /// Refuses a cursor whose following events may have been deleted.
+/// A cursor past the newest event is refused too: it cannot come from this database (it was
+/// restored from a backup, say), and following it would silently skip what comes next.
 async fn check_horizon(state: &AppState, after: Option<i64>) -> Result<i64> {
     let (head, horizon) = revocations::head_and_horizon(&state.db).await?;
-    if after.is_some_and(|a| a < horizon) {
+    if after.is_some_and(|a| a < horizon || a > head) {
         return Err(Error::CursorExpired);
     }
     Ok(head)
@@ -148,6 +150,10 @@ async fn poll(
     }
     // Subscribed before the first read, so an event committed in between still wakes us.
     let mut changes = state.feed.subscribe();
+    let mut closing = state.feed.closing();
+    // A caller that cannot get a waiting slot is answered at once (it polls again).
+    let slot = if wait > 0 { state.feed.waiter() } else { None };
+    let wait = if slot.is_some() { wait } else { 0 };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let (events, head) = loop {
         let head = check_horizon(&state, after).await?;
@@ -155,11 +161,15 @@ async fn poll(
         if !events.is_empty() {
             break (events, head);
         }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => break (events, head),
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, changes.changed()) => match changed {
+                Ok(Ok(())) => continue,
+                _ => break (events, head),
+            },
+            _ = closing.wait_for(|closed| *closed) => break (events, head),
         }
     };
+    drop(slot);
     let next = events
         .last()
         .map(|e| e.cursor)
@@ -195,6 +205,9 @@ async fn stream(
         None => parse_cursor("after", q.after.as_deref())?,
     };
     check_horizon(&state, after).await?;
+    // Streams are long-lived requests: bounded in number, so they cannot hold every
+    // connection the server may open.
+    let slot = state.feed.waiter().ok_or(Error::TooManyRequests(5))?;
 
     struct Follow {
         state: AppState,
@@ -203,8 +216,10 @@ async fn stream(
         pending: VecDeque<Event>,
         changes: tokio::sync::watch::Receiver<i64>,
         closing: tokio::sync::watch::Receiver<bool>,
+        _slot: tokio::sync::OwnedSemaphorePermit,
     }
     let follow = Follow {
+        _slot: slot,
         changes: state.feed.subscribe(),
         closing: state.feed.closing(),
         state,
@@ -293,11 +308,13 @@ async fn ssf_poll(
         )));
     }
     let mut changes = state.feed.subscribe();
-    let wait = if req.return_immediately || limit == 0 {
-        0
+    let mut closing = state.feed.closing();
+    let slot = if req.return_immediately || limit == 0 {
+        None
     } else {
-        25
+        state.feed.waiter()
     };
+    let wait = if slot.is_some() { 25 } else { 0 };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let events = loop {
         check_horizon(&state, after).await?;
@@ -308,11 +325,15 @@ async fn ssf_poll(
         if !events.is_empty() {
             break events;
         }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => break events,
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, changes.changed()) => match changed {
+                Ok(Ok(())) => continue,
+                _ => break events,
+            },
+            _ = closing.wait_for(|closed| *closed) => break events,
         }
     };
+    drop(slot);
     let key = project
         .ring
         .signer

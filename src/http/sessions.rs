@@ -457,10 +457,8 @@ pub struct CreateRequest {
 
 #[derive(Deserialize, Default)]
 pub struct AttributesRequest {
-    #[serde(default)]
-    ip_address: String,
-    #[serde(default)]
-    user_agent: String,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
 }
 
 /// Extension: a trusted backend starts a session directly.
@@ -492,12 +490,16 @@ async fn create(
         .collect::<Result<Vec<_>>>()?;
     let user = super::users::resolve(&state, &project, &req.user_id).await?;
     let attrs = req.attributes.unwrap_or_default();
-    if attrs.ip_address.chars().count() > MAX_IP_ADDRESS_CHARS {
+    let (ip_address, user_agent) = (
+        attrs.ip_address.unwrap_or_default(),
+        attrs.user_agent.unwrap_or_default(),
+    );
+    if ip_address.chars().count() > MAX_IP_ADDRESS_CHARS {
         return Err(Error::bad_request(format!(
             "attributes.ip_address: at most {MAX_IP_ADDRESS_CHARS} characters"
         )));
     }
-    if attrs.user_agent.chars().count() > MAX_USER_AGENT_CHARS {
+    if user_agent.chars().count() > MAX_USER_AGENT_CHARS {
         return Err(Error::bad_request(format!(
             "attributes.user_agent: at most {MAX_USER_AGENT_CHARS} characters"
         )));
@@ -509,7 +511,7 @@ async fn create(
         duration,
         factors,
         req.session_custom_claims.as_ref(),
-        (attrs.ip_address, attrs.user_agent),
+        (ip_address, user_agent),
     )
     .await?;
     Ok(render(done.body(&project)))

@@ -66,7 +66,7 @@ struct CreateRequest {
 }
 
 /// A plausible address: one `@`, both sides non-empty, a dot in the domain, no spaces.
-fn valid_email(email: &str) -> bool {
+pub(crate) fn valid_email(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else {
         return false;
     };
@@ -108,8 +108,11 @@ fn metadata(m: Option<Map<String, Value>>) -> Result<String> {
     serde_json::to_string(&m.unwrap_or_default()).map_err(Error::internal)
 }
 
-fn external_id(value: Option<String>) -> Result<Option<String>> {
+pub(crate) fn external_id(value: Option<String>) -> Result<Option<String>> {
     match value.filter(|v| !v.is_empty()) {
+        Some(v) if v.contains('\0') => Err(Error::bad_request(
+            "external_id must not contain the NUL character",
+        )),
         Some(v) if v.chars().count() > 128 => Err(Error::bad_request(
             "external_id must be at most 128 characters",
         )),

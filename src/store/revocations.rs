@@ -46,14 +46,19 @@ pub struct Event {
 const FEED_LOCK: i64 = 726_583_413;
 
 async fn begin(db: &Db) -> sqlx::Result<Tx> {
-    let mut tx = db.begin().await?;
-    if let Tx::Postgres(t) = &mut tx {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(FEED_LOCK)
-            .execute(&mut **t)
-            .await?;
+    match db {
+        Db::Postgres(pg) => {
+            let mut t = pg.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(FEED_LOCK)
+                .execute(&mut *t)
+                .await?;
+            Ok(Tx::Postgres(t))
+        }
+        // IMMEDIATE: these transactions may read before they write, and a deferred one
+        // that does is refused at once (SQLITE_BUSY_SNAPSHOT) instead of waiting its turn.
+        Db::Sqlite(pool) => Ok(Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)),
     }
-    Ok(tx)
 }
 
 /// Records the events of the sessions `ended` (id, expires_at) and returns the newest cursor.
@@ -188,12 +193,14 @@ pub async fn after(
 /// The newest cursor of any project (0 when none), and the newest deleted one: a cursor
 /// older than the horizon may have missed deleted events.
 pub async fn head_and_horizon(db: &Db) -> sqlx::Result<(i64, i64)> {
-    crate::with_db!(db, pool => sqlx::query_as(
+    let (newest, horizon): (i64, i64) = crate::with_db!(db, pool => sqlx::query_as(
         "SELECT COALESCE((SELECT MAX(cursor) FROM revocations), 0),
                 (SELECT cursor FROM feed_horizon WHERE id = 1)",
     )
     .fetch_one(pool)
-    .await)
+    .await?);
+    // With every event deleted, the newest cursor handed out is the horizon.
+    Ok((newest.max(horizon), horizon))
 }
 
 /// Deletes the events revoked before `cutoff` (a prefix of the feed) and moves the horizon;

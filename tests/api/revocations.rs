@@ -267,6 +267,10 @@ async fn a_cursor_older_than_the_kept_events_is_gone() {
             .is_empty()
     );
     events(&app, &format!("?after={cursor}")).await;
+    // A cursor past the newest event (a restored database): resync too.
+    app.get_anonymous(&format!("{}?after={}", feed_path(&app), cursor + 1000), &[])
+        .await
+        .error(410, "revocation_cursor_expired");
     app.get_anonymous(&format!("{}?after=x", feed_path(&app)), &[])
         .await
         .names_field("after");
