@@ -9,16 +9,16 @@ use tokio::process::{Child, Command};
 
 use crate::harness::{TempDir, fresh_postgres_database, postgres_url};
 
-const PROJECT: &str = "project-test-3e0c2f7a-2222-4d1b-8f3e-6a7b8c9d0e1f";
+pub const PROJECT: &str = "project-test-3e0c2f7a-2222-4d1b-8f3e-6a7b8c9d0e1f";
 
-struct Env {
+pub struct Env {
     dir: TempDir,
     db_url: String,
     master: String,
 }
 
 impl Env {
-    async fn new() -> Self {
+    pub async fn new() -> Self {
         let dir =
             TempDir(std::env::temp_dir().join(format!("hallpass-deploy-{}", uuid::Uuid::new_v4())));
         std::fs::create_dir_all(&dir.0).unwrap();
@@ -33,7 +33,7 @@ impl Env {
         }
     }
 
-    fn command(&self, args: &[&str], vars: &[(&str, &str)]) -> Command {
+    pub fn command(&self, args: &[&str], vars: &[(&str, &str)]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_hallpass"));
         c.args(args)
             .current_dir(&self.dir.0)
@@ -41,6 +41,8 @@ impl Env {
             .env("HALLPASS_DATABASE_URL", &self.db_url)
             .env("HALLPASS_MASTER_KEY", &self.master)
             .env("HALLPASS_LOG", "warn")
+            // Several servers run at once against one shared Postgres: keep each small.
+            .env("HALLPASS_DATABASE_MAX_CONNECTIONS", "4")
             .kill_on_drop(true);
         for (k, v) in vars {
             c.env(k, v);
@@ -48,7 +50,7 @@ impl Env {
         c
     }
 
-    async fn output(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    pub async fn output(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
         tokio::time::timeout(Duration::from_secs(60), self.command(args, vars).output())
             .await
             .expect("the command finishes")
@@ -56,18 +58,21 @@ impl Env {
     }
 
     /// `hallpass serve` with `secret` as the bootstrap secret; returns once it is ready.
-    async fn serve(&self, secret: &str) -> (Child, String) {
+    pub async fn serve(&self, secret: &str) -> (Child, String) {
         self.serve_logging(secret, Stdio::null(), &[]).await
     }
 
-    async fn serve_logging(
+    pub async fn serve_logging(
         &self,
         secret: &str,
         stderr: Stdio,
         vars: &[(&str, &str)],
     ) -> (Child, String) {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
+        let listen = vars
+            .iter()
+            .find(|(k, _)| *k == "HALLPASS_LISTEN")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()));
         let child = self
             .command(
                 &["serve"],
@@ -96,7 +101,7 @@ impl Env {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -17,6 +17,7 @@ mod magic_links;
 mod migrate;
 mod process;
 mod rbac;
+mod relying;
 mod replicas;
 mod retention;
 mod revocations;
