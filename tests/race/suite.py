@@ -639,6 +639,8 @@ def wrong_secret_flood(c: Case) -> str:
     """A flood of wrong secrets for project A: verified callers and other projects still served."""
     database_url = c.database()
     env = c.env(database_url)
+    # Operator commands work on an existing database: `migrate` makes it (a SQLite file).
+    c.cli(env, "migrate")
     project_b = json.loads(c.cli(env, "project", "create", "--name", "b", "--json").strip().splitlines()[-1])
     server = c.start_server(database_url)
     user_id = create_user(server)  # A's secret is verified now, before the flood
