@@ -16,7 +16,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::auth::Caller;
 use super::sessions::render;
@@ -269,17 +269,31 @@ async fn stream(
 /// RFC 8936 poll request (the parts hallpass uses).
 #[derive(Deserialize, Default)]
 struct SsfPollRequest {
-    #[serde(default)]
-    ack: Vec<String>,
+    ack: Option<Vec<String>>,
     #[serde(rename = "maxEvents")]
     max_events: Option<i64>,
-    #[serde(rename = "returnImmediately", default)]
-    return_immediately: bool,
+    #[serde(rename = "returnImmediately")]
+    return_immediately: Option<bool>,
+}
+
+/// `sets` written in cursor order (oldest first): a JSON object whose keys keep the order of
+/// the events, not a sorted map (where "10" would come before "2").
+struct OrderedSets(Vec<(String, String)>);
+
+impl Serialize for OrderedSets {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (jti, set) in &self.0 {
+            map.serialize_entry(jti, set)?;
+        }
+        map.end()
+    }
 }
 
 #[derive(Serialize)]
 struct SsfPollBody {
-    sets: Map<String, Value>,
+    sets: OrderedSets,
     #[serde(rename = "moreAvailable")]
     more_available: bool,
 }
@@ -297,7 +311,8 @@ async fn ssf_poll(
 ) -> Result<Response> {
     let project = feed_project(&state, &mut parts, &project_id).await?;
     let mut after = None;
-    for (i, jti) in req.ack.iter().enumerate() {
+    let return_immediately = req.return_immediately.unwrap_or(false);
+    for (i, jti) in req.ack.iter().flatten().enumerate() {
         let cursor = parse_cursor(&format!("ack[{i}]"), Some(jti))?;
         after = after.max(cursor);
     }
@@ -309,7 +324,7 @@ async fn ssf_poll(
     }
     let mut changes = state.feed.subscribe();
     let mut closing = state.feed.closing();
-    let slot = if req.return_immediately || limit == 0 {
+    let slot = if return_immediately || limit == 0 {
         None
     } else {
         state.feed.waiter()
@@ -341,7 +356,7 @@ async fn ssf_poll(
         .ok_or(Error::ServiceUnavailable)?;
     let project_id = project.id.to_string();
     let now = state.clock.now();
-    let mut sets = Map::new();
+    let mut sets = Vec::with_capacity(events.len());
     for e in &events {
         let claims = json!({
             "iss": format!("stytch.com/{project_id}"),
@@ -360,10 +375,10 @@ async fn ssf_poll(
         let set = key
             .sign_with_typ("secevent+jwt", project.id.env, &body)
             .map_err(Error::internal)?;
-        sets.insert(e.cursor.to_string(), Value::String(set));
+        sets.push((e.cursor.to_string(), set));
     }
     Ok(render(SsfPollBody {
         more_available: events.len() as i64 == limit && limit > 0,
-        sets,
+        sets: OrderedSets(sets),
     }))
 }

@@ -15,6 +15,7 @@ mod jwt;
 mod keys;
 mod magic_links;
 mod migrate;
+mod openapi;
 mod process;
 mod rbac;
 mod relying;

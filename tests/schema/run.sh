@@ -162,9 +162,38 @@ while ((SECONDS < deadline)); do
   sleep 0.2
 done
 [[ -n $policy_seen ]] || { echo "run.sh: the RBAC policy is not served 10 s after rbac set" >&2; exit 1; }
-# Users, sessions and magic links that requests can name (see fixtures.py), as schemathesis
-# dictionaries.
-if ! python3 "$SUITE_DIR/fixtures.py" "$URL" "$PROJECT_ID" "$SECRET" "$MIGRATE_EMAIL" \
+# Trusted auth token profiles for attest, with the operator CLI (read from the database on
+# every attest, so no wait): a stand-in identity provider's Ed25519 public key, one profile
+# that finds users by email only and one that provisions them just in time. fixtures.py signs
+# the tokens with openssl; a second key stands for a provider the profiles do not trust.
+openssl genpkey -algorithm ed25519 -out "$WORK/idp.key" 2>/dev/null
+openssl pkey -in "$WORK/idp.key" -pubout -out "$WORK/idp.pub"
+openssl genpkey -algorithm ed25519 -out "$WORK/other-idp.key" 2>/dev/null
+ATTEST_ISSUER="https://idp.schema-suite.test"
+ATTEST_AUDIENCE="hallpass-schema-suite"
+token_profile() {
+  local out
+  if ! out=$(HALLPASS_DATABASE_URL="$DATABASE_URL" HALLPASS_MASTER_KEY="$MASTER_KEY" \
+    "$HALLPASS_BIN" token-profile create "$PROJECT_ID" --issuer "$ATTEST_ISSUER" \
+    --audience "$ATTEST_AUDIENCE" --pem-file "$WORK/idp.pub" --json "$@" 2>"$WORK/token-profile.log"); then
+    echo "run.sh: hallpass token-profile create failed:" >&2
+    cat "$WORK/token-profile.log" >&2
+    exit 1
+  fi
+  python3 -c 'import json, sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["profile_id"])' <<<"$out"
+}
+PROFILE_BY_EMAIL=$(token_profile)
+PROFILE_JIT=$(token_profile --jit-provisioning)
+python3 - "$WORK/attest.json" "$PROFILE_BY_EMAIL" "$PROFILE_JIT" "$WORK/idp.key" "$WORK/other-idp.key" \
+  "$ATTEST_ISSUER" "$ATTEST_AUDIENCE" <<'EOF'
+import json, sys
+path, by_email, jit, key, other_key, issuer, audience = sys.argv[1:]
+json.dump({"profiles": [by_email, jit], "key": key, "other_key": other_key,
+           "issuer": issuer, "audience": audience}, open(path, "w"))
+EOF
+# Users, sessions, magic links, revocation events and trusted auth tokens that requests can
+# name (see fixtures.py), as schemathesis dictionaries.
+if ! python3 "$SUITE_DIR/fixtures.py" "$URL" "$PROJECT_ID" "$SECRET" "$MIGRATE_EMAIL" "$WORK/attest.json" \
   >"$WORK/fixtures.toml" 2>"$WORK/fixtures.log"; then
   echo "run.sh: creating the fixtures failed:" >&2
   cat "$WORK/fixtures.log" >&2
@@ -184,7 +213,8 @@ CONFIG=$WORK/schemathesis.toml
 cat "$SUITE_DIR/schemathesis.toml" "$WORK/fixtures.toml" >"$CONFIG"
 
 # Run inside the work folder: schemathesis and hypothesis write their state to the current
-# directory. Requests go to 127.0.0.1 only (--url; the UserInfo stub is local too).
+# directory. Requests go to 127.0.0.1 only (--url; the UserInfo stub is local too). hooks.py
+# keeps the feed's long-polls short (see there).
 SEED_ARGS=()
 [[ -n ${SCHEMA_SEED:-} ]] && SEED_ARGS=(--seed "$SCHEMA_SEED")
 # shellcheck disable=SC2206
@@ -194,6 +224,7 @@ started=$SECONDS
 st_rc=0
 (
   cd "$WORK"
+  SCHEMATHESIS_HOOKS="$SUITE_DIR/hooks.py" \
   "$VENV/bin/st" --config-file "$CONFIG" run "$DOCUMENT" \
     --url "$URL" \
     --auth "$PROJECT_ID:$SECRET" \
