@@ -9,9 +9,10 @@
 - the whole machine's busy time (/proc/stat), as % of one core.
 
 Then it parses the tool's result (wrk via the JSON written by bench/wrk.lua's done(), oha's
---output-format json / -j, pgbench's text) and writes one JSON document.
+--output-format json / -j, pgbench's text, or the last JSON line a tool prints: --kind json,
+as hallpass-verifier's examples/bench.rs does) and writes one JSON document.
 
-Usage: measure.py --kind wrk|oha|pgbench|none --out FILE [--server-pid PID]
+Usage: measure.py --kind wrk|oha|pgbench|json|none --out FILE [--server-pid PID]
                   [--wrk-json FILE] [--label k=v ...] -- COMMAND ...
 Standard library only.
 """
@@ -170,6 +171,15 @@ def parse_oha(text):
     }
 
 
+def parse_json_line(text):
+    """The last line of the tool's stdout that is a JSON object."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("no JSON line on stdout")
+
+
 def parse_wrk(path):
     with open(path) as f:
         doc = json.load(f)
@@ -199,7 +209,7 @@ def parse_wrk(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kind", required=True, choices=["wrk", "oha", "pgbench", "none"])
+    ap.add_argument("--kind", required=True, choices=["wrk", "oha", "pgbench", "json", "none"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--server-pid", type=int)
     ap.add_argument("--wrk-json")
@@ -290,6 +300,8 @@ def main():
             doc["result"] = parse_oha(proc.stdout)
         elif args.kind == "pgbench":
             doc["result"] = parse_pgbench(proc.stdout)
+        elif args.kind == "json":
+            doc["result"] = parse_json_line(proc.stdout)
     except Exception as e:  # keep the measurements; say why the result is missing
         doc["result_error"] = f"{type(e).__name__}: {e}; stderr: {proc.stderr[-2000:]}"
     with open(args.out, "w") as f:

@@ -105,7 +105,56 @@ def point_summary(doc):
     return row
 
 
+def verifier_summary(doc):
+    """A hallpass-verifier measurement (examples/bench.rs, measured by measure.py --kind json):
+    the example's own JSON plus the resources of its run."""
+    res = doc.get("resources", {}) or {}
+    row = dict(doc.get("result") or {})
+    row.update({
+        "workload": doc.get("workload"),
+        "transport_config": doc.get("transport", row.get("transport_config")),
+        "tool": "verifier",
+        "rc": doc.get("rc"),
+        "wall_s": res.get("wall_s"),
+        "bench_cpu_pct": res.get("loadgen_cpu_pct"),
+        "server_cpu_pct": res.get("server_cpu_pct"),
+        "postgres_cpu_pct": res.get("postgres_cpu_pct"),
+        "machine_busy_pct": res.get("machine_busy_pct"),
+        "other_cpu_pct": other_cpu(res),
+    })
+    if doc.get("result_error"):
+        row["error"] = doc["result_error"]
+    elif doc.get("rc"):
+        row["error"] = f"exit status {doc.get('rc')}"
+    return row
+
+
+def verifier_key(row):
+    """'revocation-auto', 'revocation-long-poll', 'verify-throughput'."""
+    if row.get("workload") == "revocation":
+        return f"revocation-{row.get('transport_config') or 'auto'}"
+    return row.get("workload")
+
+
+def verifier_line(v):
+    err = f"  [{v['error'][:300]}]" if v.get("error") else ""
+    if v.get("workload") == "revocation":
+        return (
+            f"  revocation ({v.get('transport', v.get('transport_config'))}): n {v.get('n', '–')}  "
+            f"p50 {fnum(v.get('p50_ms'), 2)} ms  p90 {fnum(v.get('p90_ms'), 2)} ms  "
+            f"p99 {fnum(v.get('p99_ms'), 2)} ms  max {fnum(v.get('max_ms'), 2)} ms  "
+            f"misses {v.get('misses', '–')}  errors {v.get('errors', '–')}" + err
+        )
+    return (
+        f"  verifier: {fnum(v.get('per_second_per_core'))} verifications/s/core "
+        f"({fnum(v.get('verifications'))} in {fnum(v.get('seconds'), 1)} s, "
+        f"{fnum(v.get('cpu_seconds'), 2)} s CPU)" + err
+    )
+
+
 def point_line(doc):
+    if doc.get("tool") == "verifier":
+        return verifier_line(verifier_summary(doc))
     p = point_summary(doc)
     name = p["workload"]
     if p["tool"] == "pgbench":
@@ -151,7 +200,7 @@ def read_meta(path):
 
 def summarise_run(run_dir):
     meta = read_meta(os.path.join(run_dir, "meta.tsv"))
-    points, fixed, refs, diags = [], None, {}, {}
+    points, fixed, refs, diags, verifier = [], None, {}, {}, {}
     for path in sorted(glob.glob(os.path.join(run_dir, "points", "*.json"))):
         if path.endswith(".diag.json"):
             with open(path) as f:
@@ -162,6 +211,10 @@ def summarise_run(run_dir):
             continue
         with open(path) as f:
             doc = json.load(f)
+        if doc.get("tool") == "verifier":
+            row = verifier_summary(doc)
+            verifier[verifier_key(row)] = row
+            continue
         row = point_summary(doc)
         if row["tool"] == "pgbench":
             refs[row["workload"]] = row
@@ -182,6 +235,7 @@ def summarise_run(run_dir):
         "points": points,
         "fixed_rate": fixed,
         "references": refs,
+        "verifier": verifier,
         "diagnostics": diags,
         "server_log_tail": log_tail,
     }
@@ -296,6 +350,25 @@ def targets(run, runs):
         note = m.get("fixed_rate_note", "not measured")
         out.append({"target": "(a) p50 ≤ 1.5 ms / p99 ≤ 5 ms at half of max throughput",
                     "value": "not measured", "result": "n/a", "margin": note, "note": ""})
+    ver = run.get("verifier") or {}
+    for key, label in (("revocation-auto", "stream (default transport)"),
+                       ("revocation-long-poll", "long-poll fallback")):
+        v = ver.get(key)
+        if key == "revocation-long-poll" and not v:
+            continue  # the stream line below says why nothing was measured
+        p99 = v.get("p99_ms") if v else None
+        if v and p99 is not None:
+            shown = (f"{p99:,.1f} ms over {fnum(v.get('n'))} revocations "
+                     f"({v.get('transport', '?')}), {v.get('misses', 0)} misses")
+            note = "; ".join(x for x in (
+                f"{v['errors']} other refusals" if v.get("errors") else "",
+                "stopped early" if v.get("stopped_early") else "",
+                dist(v)) if x)
+            add(f"revocation p99 ≤ 1 s, {label}", p99, 1000, False, shown, note)
+        else:
+            why = (v or {}).get("error") or m.get("verifier_note") or "not measured"
+            out.append({"target": f"revocation p99 ≤ 1 s, {label}", "value": "not measured",
+                        "result": "n/a", "margin": why[:200], "note": ""})
     d = best(run, "d")
     add("(d) JWKS ≥ 30,000 req/s", d["rps"] if d else None, 30000, True,
         f"{fnum(d['rps'])} req/s (c={d['concurrency']})" if d else "–")
@@ -382,6 +455,63 @@ def table(run):
     return "\n".join(lines)
 
 
+def verifier_section(run):
+    m = run["meta"]
+    ver = run.get("verifier") or {}
+    L = ["## hallpass-verifier (in-process, against this server)", ""]
+    if not ver:
+        L.append(f"Not measured ({m.get('verifier_note', 'no verifier data in this run')}).")
+        L.append("")
+        return L
+    L.append(f"`verifier/examples/bench.rs`. Revocation latency: {fnum(m.get('revocations'))} "
+             "sessions (`POST /v1/sessions`), a verifier with the feed on and `ready()`, then "
+             "each session in turn: `POST /v1/sessions/revoke`, the clock starts when its 200 "
+             "arrives, and `verify(jwt)` is called at once and every 1 ms until it answers "
+             "`Revoked`; a session still accepted after 5 s is a miss and counts as 5 s. "
+             "The verifier shares the machine with the server and Postgres.")
+    L.append("")
+    L.append("| measurement | transport | n | p50 ms | p90 ms | p99 ms | max ms | misses "
+             "| server CPU % | other CPU % |")
+    L.append("|" + "---|" * 10)
+    for key, label in (("revocation-auto", "revocation latency, default transport"),
+                       ("revocation-long-poll", "revocation latency, long-poll only")):
+        v = ver.get(key)
+        if not v:
+            continue
+        if v.get("error") and v.get("p50_ms") is None:
+            L.append(f"| {label} | {v.get('transport_config')} | not measured: "
+                     f"{v['error'][:200].replace('|', '/')} | | | | | | | |")
+            continue
+        other = v.get("other_cpu_pct")
+        L.append(
+            f"| {label} | {v.get('transport', '–')} | {fnum(v.get('n'))} "
+            f"| {fnum(v.get('p50_ms'), 2)} | {fnum(v.get('p90_ms'), 2)} | {fnum(v.get('p99_ms'), 2)} "
+            f"| {fnum(v.get('max_ms'), 2)} | {v.get('misses', '–')}"
+            + (f" (+{v['errors']} other refusals)" if v.get("errors") else "")
+            + (" (stopped early)" if v.get("stopped_early") else "")
+            + f" | {fnum(v.get('server_cpu_pct'))} "
+            f"| {fnum(other)}{' ⚠' if (other or 0) > OTHER_CPU_FLAG else ''} |")
+    L.append("")
+    t = ver.get("verify-throughput")
+    if t:
+        L.append("| measurement | value |\n|---|---|")
+        if t.get("per_second_per_core") is None:
+            L.append(f"| verifier verifications/s/core | not measured: "
+                     f"{(t.get('error') or '?')[:200].replace('|', '/')} |")
+        else:
+            L.append(f"| verifier verifications/s/core (one JWT, feed off, keys loaded, one thread; "
+                     f"per second of that thread's CPU time) | **{fnum(t.get('per_second_per_core'))}** |")
+            L.append(f"| same, per wall-clock second | {fnum(t.get('per_second_wall'))} |")
+            L.append(f"| verifications, seconds, CPU seconds | {fnum(t.get('verifications'))}, "
+                     f"{fnum(t.get('seconds'), 2)}, {fnum(t.get('cpu_seconds'), 2)} |")
+            verify = m.get("openssl_verify_per_s")
+            if verify not in (None, ""):
+                L.append(f"| openssl RSA-2048 verify/s on one core (the 2-core figure below / 2) "
+                         f"| {fnum(float(verify) / 2)} |")
+        L.append("")
+    return L
+
+
 def render(run, runs):
     m = run["meta"]
     backend, sessions, quick = run_kind(m)
@@ -459,6 +589,7 @@ def render(run, runs):
     else:
         L.append(f"Fixed-rate point: not measured ({m.get('fixed_rate_note', 'oha missing')}).")
     L.append("")
+    L.extend(verifier_section(run))
     L.append("## References")
     L.append("")
     L.append("| reference | value |\n|---|---|")
@@ -578,6 +709,9 @@ def main():
         runs = load_runs(args.bench)
         print()
         print(table(run))
+        print()
+        for v in (run.get("verifier") or {}).values():
+            print(verifier_line(v))
         print()
         for t in targets(run, runs):
             print(f"  [{t['result']:>4}] {t['target']}: {t['value']} ({t['margin']})")

@@ -3,7 +3,8 @@
 #   bench/run.sh [--sqlite] [--sessions N] [--duration S] [--quick]
 # Builds the release binary, starts `hallpass serve` on a throw-away Postgres database (or a
 # SQLite file with --sqlite), bulk-loads users and sessions, drives the Sessions API with wrk
-# (and oha for a fixed-rate point) over loopback, runs openssl/pgbench references, and writes
+# (and oha for a fixed-rate point) over loopback, measures hallpass-verifier against it
+# (revocation latency, verifications/s), runs openssl/pgbench references, and writes
 # bench/RESULTS.md (bench/RESULTS-sqlite.md). Raw data: bench/out/ (gitignored).
 # Traffic goes to 127.0.0.1 only and every load step is bounded in time.
 set -euo pipefail
@@ -14,9 +15,12 @@ usage() {
   --sqlite        SQLite backend (a file in a temp dir) instead of Postgres
   --sessions N    seeded sessions (default 100000; 10 per user; up to 10000000)
   --duration S    seconds per measured point (default 20), after a 5 s warm-up
-  --quick         smoke test: 3 s points, 1 s warm-up, 10000 sessions
+  --quick         smoke test: 3 s points, 1 s warm-up, 10000 sessions, 100 revocations, 2 s
+                  of verifier throughput
   Env: BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432), BENCH_CONCURRENCY ("16 64"),
-       BENCH_OHA (path to oha, or "none" to skip the fixed-rate point)
+       BENCH_OHA (path to oha, or "none" to skip the fixed-rate point),
+       BENCH_REVOCATIONS (default 1000; 0 skips the verifier measurements),
+       BENCH_VERIFY_SECONDS (default 5), CARGO_TARGET_DIR (where cargo builds; default target/)
 EOF
 }
 
@@ -41,13 +45,19 @@ done
 
 if [[ $QUICK == 1 ]]; then
   SESSIONS="${SESSIONS:-10000}"; DURATION="${DURATION:-3}"; WARMUP=1; JWT_POOL=200
+  REVOCATIONS="${BENCH_REVOCATIONS:-100}"; VERIFY_S="${BENCH_VERIFY_SECONDS:-2}"
 else
   SESSIONS="${SESSIONS:-100000}"; DURATION="${DURATION:-20}"; WARMUP=5; JWT_POOL=1000
+  REVOCATIONS="${BENCH_REVOCATIONS:-1000}"; VERIFY_S="${BENCH_VERIFY_SECONDS:-5}"
 fi
 [[ $SESSIONS =~ ^[0-9]+$ ]] && (( SESSIONS >= 100 && SESSIONS <= 10000000 )) \
   || { echo "--sessions must be 100..10000000" >&2; exit 2; }
 [[ $DURATION =~ ^[0-9]+$ ]] && (( DURATION >= 1 && DURATION <= 600 )) \
   || { echo "--duration must be 1..600 seconds" >&2; exit 2; }
+[[ $REVOCATIONS =~ ^[0-9]+$ ]] && (( REVOCATIONS <= 100000 )) \
+  || { echo "BENCH_REVOCATIONS must be 0..100000" >&2; exit 2; }
+[[ $VERIFY_S =~ ^[0-9]+$ ]] && (( VERIFY_S >= 1 && VERIFY_S <= 600 )) \
+  || { echo "BENCH_VERIFY_SECONDS must be 1..600" >&2; exit 2; }
 (( JWT_POOL > SESSIONS )) && JWT_POOL=$SESSIONS
 USERS=$(( (SESSIONS + 9) / 10 ))
 CONCURRENCY=(${BENCH_CONCURRENCY:-16 64})
@@ -57,7 +67,11 @@ BACKEND=$([[ $SQLITE == 1 ]] && echo sqlite || echo postgres)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BENCH="$ROOT/bench"
-BIN="$ROOT/target/release/hallpass"
+# cargo runs from $ROOT, so a relative CARGO_TARGET_DIR is relative to it.
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+[[ $TARGET_DIR == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+BIN="$TARGET_DIR/release/hallpass"
+VERIFIER_BENCH="$TARGET_DIR/release/examples/bench"
 
 log() { printf '\033[1m[bench %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -101,6 +115,21 @@ fi
 log "building the release binary (cargo build --release)"
 cargo build --release --quiet
 [[ -x $BIN ]] || die "no $BIN after the build"
+# The verifier's measurements (hallpass-verifier's examples/bench.rs). Built now, before any
+# load, so that neither a compile nor its failure lands in the middle of the run; a failure
+# only leaves those rows "not measured".
+VERIFIER_NOTE=""
+mkdir -p "$BENCH/out"
+if (( REVOCATIONS == 0 )); then
+  VERIFIER_BENCH=""; VERIFIER_NOTE="skipped (BENCH_REVOCATIONS=0)"
+else
+  log "building the verifier benchmark (cargo build --release -p hallpass-verifier --example bench)"
+  if ! cargo build --release --quiet -p hallpass-verifier --example bench >"$BENCH/out/verifier-build.log" 2>&1 \
+      || [[ ! -x $VERIFIER_BENCH ]]; then
+    VERIFIER_BENCH=""; VERIFIER_NOTE="the example did not build (see bench/out/verifier-build.log)"
+    log "WARNING: $VERIFIER_NOTE; the verifier rows will be reported as not measured"
+  fi
+fi
 
 # ---------------------------------------------------------------- 2. run directory, config
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -201,13 +230,15 @@ meta users "$USERS"
 meta duration_s "$DURATION"
 meta warmup_s "$WARMUP"
 meta jwt_pool "$JWT_POOL"
+meta revocations "$REVOCATIONS"
+meta verify_seconds "$VERIFY_S"
 meta concurrency "${CONCURRENCY[*]}"
 meta date_utc "$(date -u +%FT%TZ)"
 meta nproc "$(nproc)"
 meta cpu_model "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 meta ram "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 meta kernel "$(uname -sr)"
-meta hallpass_rev "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src migrations Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
+meta hallpass_rev "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src migrations verifier/src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
 meta rustc "$(rustc -V)"
 meta wrk "$(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')"
 meta oha "$([[ -n $OHA ]] && "$OHA" --version 2>/dev/null | head -1 || echo "${OHA_NOTE:-not installed}")"
@@ -408,6 +439,35 @@ fixed_rate() {  # (a) at half of its measured maximum, with oha
   log "$(python3 "$BENCH/report.py" --point "$OUT/points/a-fixed.json")"
 }
 
+# hallpass-verifier against the running server: revocation latency over the feed's stream
+# (the default transport) and long-poll (the fallback), then verifications/s on one core.
+# Each step bounds itself (5 s per revocation, 10 misses in a row end it) and runs under
+# `timeout` as well.
+verifier_benches() {
+  if [[ -z $VERIFIER_BENCH ]]; then
+    meta verifier_note "$VERIFIER_NOTE"
+    return
+  fi
+  local transport f
+  for transport in auto long-poll; do
+    f="$OUT/points/verifier-revocation-$transport.json"
+    log "verifier: revocation latency, $REVOCATIONS sessions revoked one at a time, feed transport $transport"
+    python3 "$BENCH/measure.py" --kind json --out "$f" --server-pid "$SERVER_PID" --pg-db "$PG_DB" \
+      --stdout "${f%.json}.txt" \
+      --label workload=revocation --label tool=verifier --label transport="$transport" \
+      -- timeout 300 "$VERIFIER_BENCH" revocation-latency --transport "$transport" \
+        "$BASE" "$PROJECT_ID" "$SECRET" "$REVOCATIONS"
+    log "$(python3 "$BENCH/report.py" --point "$f")"
+  done
+  f="$OUT/points/verifier-throughput.json"
+  log "verifier: verifications of one JWT for ${VERIFY_S}s on one thread"
+  python3 "$BENCH/measure.py" --kind json --out "$f" --server-pid "$SERVER_PID" --pg-db "$PG_DB" \
+    --stdout "${f%.json}.txt" --label workload=verify-throughput --label tool=verifier \
+    -- timeout $(( VERIFY_S + 120 )) "$VERIFIER_BENCH" verify-throughput \
+      "$BASE" "$PROJECT_ID" "$SECRET" "$VERIFY_S"
+  log "$(python3 "$BENCH/report.py" --point "$f")"
+}
+
 log "load: workloads a h b c d d304 e f g at concurrency ${CONCURRENCY[*]} (wrk -t2)"
 for w in a h b c d d304 e f g; do
   [[ $w == c ]] && mint_jwts
@@ -426,6 +486,7 @@ meta sessions_after "$(
   else
     psql -qAt "$DB_URL" -c 'SELECT count(*) FROM sessions'
   fi)"
+verifier_benches
 meta server_log_error_lines "$(grep -ciE 'error|panic' "$OUT/server.log" || true)"
 stop_server
 meta shutdown_ms "$STOP_MS"
