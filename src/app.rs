@@ -191,7 +191,8 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let period = self.settings.refresh_interval;
-        let (a, b, c, d, e) = (
+        let (a, b, c, d, e, f) = (
+            self.clone(),
             self.clone(),
             self.clone(),
             self.clone(),
@@ -230,6 +231,12 @@ impl AppState {
             // Other instances' revocations reach this one's long-polls and streams within
             // this period (LISTEN/NOTIFY would be faster on Postgres, but SQLite has nothing
             // like it and a 200 ms poll of one index is cheap).
+            // Histogram samples wait in memory until folded into buckets (see
+            // `Metrics::upkeep`); at tens of thousands of requests a second, every 2 s.
+            every(Duration::from_secs(2), shutdown.clone(), move || {
+                let s = f.clone();
+                async move { s.metrics.upkeep() }
+            }),
             every(Duration::from_millis(200), shutdown, move || {
                 let s = e.clone();
                 async move {

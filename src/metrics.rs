@@ -193,6 +193,13 @@ impl Metrics {
         self.recorder.register_gauge(&key(name, labels), &METADATA)
     }
 
+    /// Folds recorded histogram samples into their buckets. The exporter keeps raw samples
+    /// until then, so without this (or a scrape) memory grows with every request: the
+    /// server runs it every few seconds.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// The exposition text, after `refresh` has set the gauges read at scrape time.
     pub fn render(&self, refresh: impl FnOnce(&Self)) -> String {
         refresh(self);
