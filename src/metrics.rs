@@ -56,7 +56,12 @@ pub struct Metrics {
     pub touch_flush_seconds: Histogram,
     /// Requests by status class, for a quick look without PromQL (also in tests).
     served: [AtomicU64; 6],
+    /// `http_requests_total` and `http_request_duration_seconds` handles by (method, route,
+    /// status).
+    per_route: std::sync::RwLock<std::collections::HashMap<RouteKey, (Counter, Histogram)>>,
 }
+
+type RouteKey = (&'static str, String, u16);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -146,6 +151,7 @@ impl Metrics {
                 &METADATA,
             ),
             served: Default::default(),
+            per_route: Default::default(),
             recorder,
             handle,
         }
@@ -159,29 +165,60 @@ impl Metrics {
     pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let class = usize::from(status / 100).min(5);
         self.served[class].fetch_add(1, Ordering::Relaxed);
-        let route = SharedString::from(route.to_string());
-        self.recorder
-            .register_counter(
-                &key(
-                    "http_requests_total",
-                    vec![
-                        Label::new("method", method.to_string()),
-                        Label::new("route", route.clone()),
-                        Label::new("status", status.to_string()),
-                    ],
-                ),
-                &METADATA,
-            )
-            .increment(1);
-        self.recorder
-            .register_histogram(
-                &key(
-                    "http_request_duration_seconds",
-                    vec![Label::new("route", route)],
-                ),
-                &METADATA,
-            )
-            .record(elapsed.as_secs_f64());
+        // The method is the client's word: anything but the usual ones counts as "other", so
+        // no client can grow the label set (routes are templates, statuses are few).
+        let method: &'static str = match method {
+            "GET" => "GET",
+            "POST" => "POST",
+            "PUT" => "PUT",
+            "DELETE" => "DELETE",
+            "PATCH" => "PATCH",
+            "HEAD" => "HEAD",
+            "OPTIONS" => "OPTIONS",
+            _ => "other",
+        };
+        let key = (method, route.to_string(), status);
+        // Handles are kept per label set: registering them anew would allocate the labels and
+        // look them up on every request of the hot path.
+        let cached = self
+            .per_route
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let (counter, histogram) = match cached {
+            Some(handles) => handles,
+            None => {
+                let route = SharedString::from(route.to_string());
+                let handles = (
+                    self.recorder.register_counter(
+                        &metrics::Key::from_parts(
+                            "http_requests_total",
+                            vec![
+                                Label::new("method", method),
+                                Label::new("route", route.clone()),
+                                Label::new("status", status.to_string()),
+                            ],
+                        ),
+                        &METADATA,
+                    ),
+                    self.recorder.register_histogram(
+                        &metrics::Key::from_parts(
+                            "http_request_duration_seconds",
+                            vec![Label::new("route", route)],
+                        ),
+                        &METADATA,
+                    ),
+                );
+                self.per_route
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, handles.clone());
+                handles
+            }
+        };
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
     }
 
     /// Responses so far with this status class (2 for 2xx …).
@@ -309,6 +346,14 @@ mod tests {
             404,
             Duration::from_millis(2),
         );
+        for i in 0..50 {
+            m.request(
+                &format!("M{i}"),
+                "unmatched",
+                400,
+                Duration::from_micros(10),
+            );
+        }
         Metrics::inc(&m.jwts_minted);
         let text = m.render(|m| m.gauge("hallpass_projects", vec![]).set(3.0));
         assert!(text.contains(
@@ -317,9 +362,15 @@ mod tests {
         assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
         assert!(text.contains("http_request_duration_seconds_bucket{route=\"/v1/sessions/authenticate\",le=\"0.001\"} 1"), "{text}");
         assert!(text.contains("hallpass_jwts_minted_total 1"));
+        assert!(
+            text.contains(
+                "http_requests_total{method=\"other\",route=\"unmatched\",status=\"400\"} 50"
+            ),
+            "client-chosen methods share one label: {text}"
+        );
         assert!(text.contains("hallpass_projects 3"));
         assert!(text.contains("hallpass_build_info{version=\""));
         assert_eq!(m.served(2), 1);
-        assert_eq!(m.served(4), 1);
+        assert_eq!(m.served(4), 51);
     }
 }
