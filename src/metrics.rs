@@ -226,6 +226,12 @@ impl Metrics {
         self.served[class.min(5)].load(Ordering::Relaxed)
     }
 
+    /// A counter whose value is kept elsewhere and set at scrape time (`absolute`).
+    pub fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
+        self.recorder
+            .register_counter(&key(name, labels), &METADATA)
+    }
+
     pub fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
         self.recorder.register_gauge(&key(name, labels), &METADATA)
     }
@@ -259,6 +265,14 @@ impl Metrics {
 
 /// HELP texts (the exporter writes them for counters, gauges and histograms alike).
 const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        "hallpass_session_reads_total",
+        "Postgres: sessions read by token or id (authenticate, get by JWT).",
+    ),
+    (
+        "hallpass_session_read_statements_total",
+        "Postgres: statements those reads were sent in; fewer than the reads when concurrent reads shared one.",
+    ),
     (
         "http_requests_total",
         "HTTP requests answered, by method, route template and status.",

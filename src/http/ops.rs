@@ -37,6 +37,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .set(state.touches.len() as f64);
         m.gauge("hallpass_keys_unusable", vec![])
             .set(state.directory.key_problems().len() as f64);
+        if let Some((reads, statements)) = state.db.session_read_stats() {
+            m.counter("hallpass_session_reads_total", vec![])
+                .absolute(reads);
+            m.counter("hallpass_session_read_statements_total", vec![])
+                .absolute(statements);
+        }
         for (kind, in_use, idle) in state.db.connection_stats() {
             for (which, n) in [("in_use", in_use), ("idle", idle)] {
                 m.gauge(

@@ -49,6 +49,11 @@ impl Direct {
         }
     }
 
+    /// How long a statement waits for a free connection.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
     /// Connections (in use, idle).
     pub fn stats(&self) -> (usize, usize) {
         let idle = self.idle.lock().map_or(0, |v| v.len());

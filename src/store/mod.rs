@@ -2,6 +2,7 @@
 
 mod direct;
 pub mod keys;
+pub mod lookups;
 pub mod magic_links;
 pub mod projects;
 pub mod retention;
@@ -16,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use direct::Direct;
+pub use lookups::Lookups;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -36,6 +38,37 @@ pub enum Db {
 pub struct Pg {
     pub pool: PgPool,
     pub direct: Arc<Direct>,
+    /// Session reads, coalesced under load (see [`lookups`]).
+    pub lookups: Arc<Lookups>,
+}
+
+/// libpq's default `sslmode`, `prefer`, encrypts whenever the server offers TLS. Over a
+/// loopback connection that protects nothing (the bytes never leave the host, and whoever
+/// can read them there can read either process's memory) and costs every statement a TLS
+/// record at both ends: 11 % of authenticate's throughput on the benchmark machine
+/// (bench/README.md). So when neither the URL nor `PGSSLMODE` names an `sslmode` and the
+/// host is a loopback address or `localhost`, TLS is off. An `sslmode` that is given is
+/// always obeyed, on any host.
+fn plain_on_loopback(url: &str, options: PgConnectOptions) -> PgConnectOptions {
+    let explicit = url.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            matches!(key, "sslmode" | "ssl-mode")
+        })
+    }) || std::env::var_os("PGSSLMODE").is_some();
+    if explicit || !is_loopback(options.get_host()) {
+        return options;
+    }
+    tracing::debug!("Postgres on a loopback address and no sslmode given: TLS off");
+    options.ssl_mode(PgSslMode::Disable)
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool (or transaction) of either backend.
@@ -136,7 +169,7 @@ impl Db {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> sqlx::Result<Self> {
-        let options = PgConnectOptions::from_str(url)?;
+        let options = plain_on_loopback(url, PgConnectOptions::from_str(url)?);
         let direct = (max_connections / 2).max(1);
         // The pool keeps sqlx's test of each connection before use: the statements that go
         // through it are not all safe to retry, and a restarted server must cost no request.
@@ -146,9 +179,11 @@ impl Db {
             .acquire_timeout(acquire_timeout)
             .connect_with(options.clone())
             .await?;
+        let direct = Arc::new(Direct::new(options, direct, acquire_timeout));
         Ok(Db::Postgres(Pg {
             pool,
-            direct: Arc::new(Direct::new(options, direct, acquire_timeout)),
+            lookups: Arc::new(Lookups::new(direct.clone())),
+            direct,
         }))
     }
 
@@ -179,6 +214,15 @@ impl Db {
             .connect_with(options)
             .await?;
         Ok(Db::Sqlite(pool))
+    }
+
+    /// Session reads by token or id and the statements sent for them (Postgres coalesces
+    /// concurrent reads; on SQLite every read is its own statement and nothing is counted).
+    pub fn session_read_stats(&self) -> Option<(u64, u64)> {
+        match self {
+            Db::Postgres(pg) => Some(pg.lookups.stats()),
+            Db::Sqlite(_) => None,
+        }
     }
 
     /// Connections by kind (`pool`, `direct`): (in use, idle).
@@ -282,6 +326,46 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_off_by_default_only_on_loopback() {
+        // PGSSLMODE would count as explicit; no test in this process sets it.
+        let mode = |url: &str| {
+            let options = PgConnectOptions::from_str(url).unwrap();
+            format!("{:?}", plain_on_loopback(url, options).get_ssl_mode())
+        };
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/db",
+            "postgres://postgres@127.0.0.2/db",
+            "postgres://postgres@localhost/db",
+            "postgres://postgres@LOCALHOST:5433/db?application_name=x",
+            "postgres://postgres@[::1]:5432/db",
+        ] {
+            assert_eq!(mode(url), "Disable", "{url}");
+        }
+        for url in [
+            "postgres://postgres@db.internal:5432/db",
+            "postgres://postgres@10.0.0.5/db",
+            "postgres://postgres@localhost.example.com/db",
+        ] {
+            assert_eq!(mode(url), "Prefer", "{url}");
+        }
+        // Given, it is obeyed, on loopback too.
+        assert_eq!(
+            mode("postgres://postgres@127.0.0.1/db?sslmode=require"),
+            "Require"
+        );
+        assert_eq!(
+            mode("postgres://postgres@localhost/db?x=1&ssl-mode=prefer"),
+            "Prefer"
+        );
+        assert_eq!(
+            mode("postgres://postgres@db.internal/db?sslmode=verify-full"),
+            "VerifyFull"
+        );
+    }
+
     #[test]
     fn migration_directories_are_in_lock_step() {
         let names = |dir: &str| {

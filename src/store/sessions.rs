@@ -1,5 +1,6 @@
 //! Sessions, found by token hash or id together with their user in one round trip.
 
+use sqlx::postgres::PgConnection;
 use uuid::Uuid;
 
 use super::Db;
@@ -89,43 +90,68 @@ pub enum SessionKey {
     Id(Uuid),
 }
 
+/// Reads one session by `$key` and its user on `$executor` (either backend).
+macro_rules! select {
+    ($key:expr, $project:expr, $executor:expr) => {
+        match $key {
+            SessionKey::TokenHash(h) => {
+                sqlx::query_as(select_session!("token_hash"))
+                    .bind(&h[..])
+                    .bind($project)
+                    .fetch_optional($executor)
+                    .await
+            }
+            SessionKey::Id(id) => {
+                sqlx::query_as(select_session!("id"))
+                    .bind(*id)
+                    .bind($project)
+                    .fetch_optional($executor)
+                    .await
+            }
+        }
+    };
+}
+
 /// The session named by `key` in this project, and its user: one statement (revoked and
-/// expired sessions included; the caller applies the project's policy).
+/// expired sessions included; the caller applies the project's policy). On Postgres, reads
+/// that arrive together share a statement (see [`super::lookups`]).
 pub async fn get(
     db: &Db,
     project: Uuid,
     key: &SessionKey,
 ) -> sqlx::Result<Option<SessionWithUser>> {
-    macro_rules! select {
-        ($key:expr, $executor:expr) => {
-            match $key {
-                SessionKey::TokenHash(h) => {
-                    sqlx::query_as(select_session!("token_hash"))
-                        .bind(&h[..])
-                        .bind(project)
-                        .fetch_optional($executor)
-                        .await
-                }
-                SessionKey::Id(id) => {
-                    sqlx::query_as(select_session!("id"))
-                        .bind(*id)
-                        .bind(project)
-                        .fetch_optional($executor)
-                        .await
-                }
-            }
-        };
-    }
     match db {
-        Db::Postgres(pg) => {
-            let key = *key;
-            pg.direct
-                .run(move |conn| Box::pin(async move { select!(&key, conn) }))
-                .await
-        }
-        Db::Sqlite(pool) => select!(key, pool),
+        Db::Postgres(pg) => pg.lookups.get(project, *key).await,
+        Db::Sqlite(pool) => select!(key, project, pool),
     }
 }
+
+/// One read on a Postgres connection, alone (the prepared single-row statement).
+pub(super) async fn select_one(
+    conn: &mut PgConnection,
+    project: Uuid,
+    key: &SessionKey,
+) -> sqlx::Result<Option<SessionWithUser>> {
+    select!(key, project, conn)
+}
+
+/// Many reads in one statement: the sessions with any of the token hashes (`$1`, bytea[]),
+/// or any of the ids, with their users and what tells which read asked for each row.
+macro_rules! select_many {
+    ($key:literal) => {
+        concat!(
+            "SELECT s.project_id, s.token_hash, ",
+            session_columns!(),
+            ", ",
+            crate::user_columns!(),
+            " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.",
+            $key,
+            " = ANY($1)"
+        )
+    };
+}
+pub(super) const SELECT_BY_TOKEN_HASHES: &str = select_many!("token_hash");
+pub(super) const SELECT_BY_IDS: &str = select_many!("id");
 
 /// The session columns (as `session_columns!` names them) and the user id, for RETURNING.
 macro_rules! returned_columns {

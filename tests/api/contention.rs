@@ -150,3 +150,94 @@ async fn concurrent_user_updates_keep_every_field() {
         assert_eq!(got["trusted_metadata"]["tier"], trial);
     }
 }
+
+/// Many reads at once (on Postgres they share statements): every request gets exactly its
+/// own session and user, a token of another project is not found through this one, and a
+/// revoked or unknown token stays not found in the company of found ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reads_each_get_their_own_session() {
+    use hallpass::domain::ids::Env;
+
+    let app = Arc::new(TestApp::new().await);
+    let mut sessions = Vec::new();
+    for _ in 0..12 {
+        sessions.push(app.session(600).await);
+    }
+    let revoked = app.session(600).await;
+    app.revoke(json!({"session_token": token(&revoked)}))
+        .await
+        .ok();
+    let other = app.other_project(Env::Test).await;
+    let other_user = app
+        .post_as(&other, "/v1/users", json!({"email": "o@example.com"}))
+        .await
+        .ok()["user_id"]
+        .clone();
+    let foreign = app
+        .post_as(
+            &other,
+            "/v1/sessions",
+            json!({
+                "user_id": other_user,
+                "session_duration_minutes": 60,
+                "authentication_factors": [{"type": "password", "delivery_method": "knowledge"}],
+            }),
+        )
+        .await
+        .ok()
+        .clone();
+    let sessions = Arc::new(sessions);
+    let (reads_before, statements_before) = (
+        app.metric("hallpass_session_reads_total").await,
+        app.metric("hallpass_session_read_statements_total").await,
+    );
+    let n = 240;
+    for _trial in 0..3 {
+        let (all, revoked, foreign) = (sessions.clone(), token(&revoked), token(&foreign));
+        let responses = at_once(&app, n, move |app, i| {
+            let body = match i % 16 {
+                12 => json!({"session_token": revoked}),
+                13 => json!({"session_token": foreign}),
+                14 => json!({"session_token": format!("no-such-token-{i}")}),
+                k if i % 2 == 0 => json!({"session_token": token(&all[k % 12])}),
+                k => json!({"session_jwt": all[k % 12]["session_jwt"]}),
+            };
+            async move { app.authenticate(body).await }
+        })
+        .await;
+        for (i, r) in responses.iter().enumerate() {
+            match i % 16 {
+                12..=14 => {
+                    r.error(404, "session_not_found");
+                }
+                k => {
+                    let want = &sessions[k % 12];
+                    let got = r.ok();
+                    assert_eq!(
+                        got["session"]["session_id"], want["session"]["session_id"],
+                        "request {i}"
+                    );
+                    assert_eq!(
+                        got["user"]["user_id"], want["user"]["user_id"],
+                        "request {i}"
+                    );
+                    assert_eq!(
+                        got["session"]["user_id"], want["user"]["user_id"],
+                        "request {i}"
+                    );
+                }
+            }
+        }
+    }
+    if crate::harness::postgres_url().is_some() {
+        let reads = app.metric("hallpass_session_reads_total").await - reads_before;
+        let statements =
+            app.metric("hallpass_session_read_statements_total").await - statements_before;
+        // Every token read is counted (a JWT that fails to verify is refused before reading).
+        assert!(reads >= 3 * n as u64 - 3 * 16, "reads: {reads}");
+        assert!(
+            statements < reads,
+            "{n} reads at a time were not coalesced: {statements} statements for {reads} reads"
+        );
+    }
+}
