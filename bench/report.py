@@ -11,6 +11,12 @@
 Which file a run writes: bench/RESULTS.md (Postgres) or bench/RESULTS-sqlite.md (SQLite) for
 the default 100k sessions; bench/RESULTS[-sqlite]-<N>.md for another --sessions (e.g. -10M);
 --quick runs write bench/out/RESULTS-quick[-sqlite].md (not committed).
+
+Peers (bench/peers/<name>.sh, run by run.sh with hallpass stopped) leave in the run's points/
+directory <name>-c<C>.json (measure.py documents labelled workload=peer-<name>),
+<name>-meta.tsv and, when not measured, <name>-note.txt; run.sh adds peer_<name>_note /
+peers_note meta lines when a peer failed or was skipped. A run without any of these (an older
+run) renders its peers as "not measured".
 """
 
 import argparse
@@ -34,6 +40,33 @@ DESC = {
     "h": "authenticate by session_token, Zipf(1.1) popularity, bursts of 4 calls per session",
 }
 ORDER = ["a", "h", "b", "c", "d", "d304", "e", "f", "g"]
+
+# Peers shown in every report (bench/peers/<name>.sh); a run may hold others too.
+PEERS = {"glewlwyd": "Glewlwyd"}
+PEER_PREFIX = "peer-"
+# Peer meta keys shown, in this order, with their labels; the rest follow under their own names.
+PEER_META = [
+    ("version", "version"),
+    ("database_detail", "database"),
+    ("db_connections", "database connections"),
+    ("db_connection_tls", "database connection TLS"),
+    ("token_endpoint", "endpoint"),
+    ("request", "what a request does"),
+    ("signing", "signing"),
+    ("key_bits", "signing key bits"),
+    ("client_auth", "client authentication"),
+    ("refresh_token_one_use", "refresh token one-use"),
+    ("refresh_pool", "refresh tokens in the pool (wrk picks one at random per request)"),
+    ("response_bytes", "response bytes"),
+    ("access_token_lifetime_s", "access token lifetime, s"),
+    ("ready_ms", "start to ready, ms"),
+    ("idle_rss_kb", "idle RSS, kB"),
+    ("after_load_rss_kb", "RSS after the load, kB"),
+    ("idle_threads", "threads at idle"),
+]
+PEER_META_HIDDEN = {"database", "base_url", "refresh_pool_setup", "log_level"}
+# openssl speed -multi 2: its sign/s is the rate of 2 cores.
+OPENSSL_CORES = 2
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -198,9 +231,41 @@ def read_meta(path):
     return meta
 
 
+def peer_name(workload):
+    w = workload or ""
+    return w[len(PEER_PREFIX):] if isinstance(w, str) and w.startswith(PEER_PREFIX) else None
+
+
+def summarise_peers(run_dir, meta, peer_docs):
+    """{name: {"points": [...], "meta": {...}, "note": str|None}} for every peer this run
+    holds anything about (points, a meta file, a note file, a peer_<name>_note meta line)."""
+    pdir = os.path.join(run_dir, "points")
+    names = set(peer_docs)
+    for path in glob.glob(os.path.join(pdir, "*-meta.tsv")) + glob.glob(os.path.join(pdir, "*-note.txt")):
+        names.add(os.path.basename(path).rsplit("-", 1)[0])
+    names.update(k[len("peer_"):-len("_note")] for k in meta
+                 if k.startswith("peer_") and k.endswith("_note"))
+    peers = {}
+    for name in sorted(names):
+        pmeta_path = os.path.join(pdir, f"{name}-meta.tsv")
+        pmeta = read_meta(pmeta_path) if os.path.exists(pmeta_path) else {}
+        note = None
+        note_path = os.path.join(pdir, f"{name}-note.txt")
+        if os.path.exists(note_path):
+            with open(note_path, errors="replace") as f:
+                note = f.read().strip().splitlines()[0:1]
+            note = note[0].strip() if note else "(empty note file)"
+        if meta.get(f"peer_{name}_note"):
+            note = str(meta[f"peer_{name}_note"])  # run.sh's line (adds the exit status)
+        pts = sorted(peer_docs.get(name, []), key=lambda p: p.get("concurrency") or 0)
+        peers[name] = {"points": pts, "meta": pmeta, "note": note}
+    return peers
+
+
 def summarise_run(run_dir):
     meta = read_meta(os.path.join(run_dir, "meta.tsv"))
     points, fixed, refs, diags, verifier = [], None, {}, {}, {}
+    peer_docs = {}
     for path in sorted(glob.glob(os.path.join(run_dir, "points", "*.json"))):
         if path.endswith(".diag.json"):
             with open(path) as f:
@@ -216,7 +281,9 @@ def summarise_run(run_dir):
             verifier[verifier_key(row)] = row
             continue
         row = point_summary(doc)
-        if row["tool"] == "pgbench":
+        if peer_name(row["workload"]):
+            peer_docs.setdefault(peer_name(row["workload"]), []).append(row)
+        elif row["tool"] == "pgbench":
             refs[row["workload"]] = row
         elif row["tool"] == "oha":
             fixed = row
@@ -238,6 +305,7 @@ def summarise_run(run_dir):
         "verifier": verifier,
         "diagnostics": diags,
         "server_log_tail": log_tail,
+        "peers": summarise_peers(run_dir, meta, peer_docs),
     }
 
 
@@ -252,6 +320,50 @@ def at(run, workload, conc):
         if p["workload"] == workload and p["concurrency"] == conc:
             return p
     return None
+
+
+def sign_rate(meta):
+    """openssl's 2-core RSA-2048 sign/s of this run, or None."""
+    v = meta.get("openssl_sign_per_s")
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if v > 0 else None
+
+
+def signature_us(meta):
+    """CPU time of one RSA-2048 signature in this run, µs: 2 cores × 1e6 / (2-core sign/s)."""
+    sign = sign_rate(meta)
+    return OPENSSL_CORES * 1e6 / sign if sign else None
+
+
+def cpu_us_per_request(p, key):
+    """CPU µs per request of one point: cpu % / 100 × 1e6 / req/s."""
+    pct, rps = p.get(key), p.get("rps")
+    if pct is None or not rps:
+        return None
+    return pct / 100.0 * 1e6 / rps
+
+
+def peer_best(peer):
+    vals = [p for p in (peer or {}).get("points", []) if p.get("rps")]
+    return max(vals, key=lambda p: p["rps"]) if vals else None
+
+
+def peer_not_measured(run, name):
+    """Why a peer has no points in this run (None when it has some)."""
+    peer = (run.get("peers") or {}).get(name)
+    if peer and peer.get("points"):
+        return None
+    m = run["meta"]
+    if peer and peer.get("note"):
+        return peer["note"]
+    if m.get("peers_note"):
+        return str(m["peers_note"])
+    if "peers" not in m:
+        return "no peer step in this run (it predates bench/run.sh's peers, or they were run apart)"
+    return "no data for this peer in the run"
 
 
 def run_kind(meta):
@@ -334,6 +446,15 @@ def targets(run, runs):
         (a["rps"] / sign) if a and sign else None, 0.75, True,
         f"{fnum(a['rps'] if a else None)} req/s = {a['rps'] / sign:.2f} × {fnum(sign)} sign/s"
         if a and sign else "–", dist(a))
+    sig_us = signature_us(m)
+    for key, what, limit in (("server_cpu_pct", "hallpass", 1.10), ("postgres_cpu_pct", "Postgres", 0.15)):
+        us = cpu_us_per_request(a, key) if a else None
+        n = us / sig_us if us is not None and sig_us else None
+        add(f"(a) {what} CPU ≤ {limit:.2f} signature{'s' if limit > 1 else ''} per request "
+            "(best-throughput (a) point)", n, limit, False,
+            f"{n:.2f} signatures = {fnum(us)} µs per request at {fnum(a['rps'])} req/s "
+            f"(c={a['concurrency']}, {fnum(a.get(key))} % CPU); 1 signature = {fnum(sig_us, 1)} µs"
+            if n is not None else "–", dist(a) if n is not None else "")
     h = best(run, "h")
     add("(h) Zipf + bursts ≥ 1.5 × openssl 2-core RSA-2048 sign/s (identical JWTs signed once)",
         (h["rps"] / sign) if h and sign else None, 1.5, True,
@@ -512,6 +633,136 @@ def verifier_section(run):
     return L
 
 
+def cell(v):
+    return str(v).replace("|", "/").replace("\n", " ")
+
+
+def peers_section(run):
+    m = run["meta"]
+    peers = run.get("peers") or {}
+    sign = sign_rate(m)
+    a = best(run, "a")
+    L = ["## Peers (same machine, same run)", ""]
+    L.append("Other software doing the job of (a) — look up a stored credential, mint an RS256 "
+             "JWT signed with an RSA-2048 key, answer — measured by `bench/peers/<name>.sh` in "
+             f"this run, on the same machine (CPU: {m.get('cpu_model', '–')}), after hallpass "
+             "was stopped, with the same wrk -t2, duration, warm-up and concurrency, each against "
+             "its own throw-away database. Server CPU is the peer's process; Postgres CPU counts "
+             "the peer database's backends and Postgres's auxiliary processes; skip with "
+             "`BENCH_PEERS=none`.")
+    L.append("")
+    for name in list(PEERS) + sorted(n for n in peers if n not in PEERS):
+        title = PEERS.get(name, name)
+        peer = peers.get(name) or {}
+        pm = peer.get("meta") or {}
+        L.append(f"### {title}")
+        L.append("")
+        why = peer_not_measured(run, name)
+        if why is not None:
+            L.append(f"not measured: {why}")
+            L.append("")
+            continue
+        L.append("| | |\n|---|---|")
+        shown = set()
+        for k, label in PEER_META:
+            if k == "database_detail" and k not in pm and "database" in pm:
+                k = "database"
+            if pm.get(k) not in (None, ""):
+                v = pm[k]
+                if k.endswith("_rss_kb"):
+                    v = f"{fnum(int(v) / MIB, 1)} MiB"
+                    label = label.replace(", kB", "")
+                L.append(f"| {label} | {cell(v)} |")
+                shown.add(k)
+        for k, v in pm.items():
+            if k not in shown and k not in PEER_META_HIDDEN:
+                L.append(f"| {k} | {cell(v)} |")
+        L.append("")
+        L.append("| conc | req/s | p50 ms | p99 ms | non-2xx/3xx | server CPU % | Postgres CPU % "
+                 "| load gen CPU % | other CPU % | peak RSS MiB |")
+        L.append("|" + "---|" * 10)
+        for p in peer["points"]:
+            other = p.get("other_cpu_pct")
+            L.append(
+                f"| {p['concurrency']} | {fnum(p['rps'])} | {fnum(p['p50_ms'], 2)} | {fnum(p['p99_ms'], 2)} "
+                f"| {fnum(p['non_2xx_3xx'])}"
+                + (f" (+{fnum(p['socket_errors'])} socket errors)" if p.get("socket_errors") else "")
+                + f" | {fnum(p['server_cpu_pct'])} | {fnum(p['postgres_cpu_pct'])} "
+                f"| {fnum(p['loadgen_cpu_pct'])} | {fnum(other)}{' ⚠' if (other or 0) > OTHER_CPU_FLAG else ''} "
+                f"| {fnum(p['peak_rss_kb'] / MIB if p.get('peak_rss_kb') else None, 1)} |")
+        L.append("")
+        for p in peer["points"]:
+            if p.get("error"):
+                L.append(f"- c={p['concurrency']}: {cell(p['error'][:300])}")
+            d = (run.get("diagnostics") or {}).get(f"{name}-c{p['concurrency']}")
+            if d:
+                L.append(f"- c={p['concurrency']}: diagnostic 2 s rerun: status codes {d.get('statuses')}")
+        if peer.get("note"):
+            L.append(f"not measured (part of this peer's run): {peer['note']}")
+            L.append("")
+        pb = peer_best(peer)
+        L.append("| ratio | value |\n|---|---|")
+        L.append(f"| {title} best req/s / openssl 2-core sign/s | "
+                 + (f"{fnum(pb['rps'])} / {fnum(sign)} = **{pb['rps'] / sign:.2f}** |" if pb and sign
+                    else "– |"))
+        L.append(f"| hallpass (a) best req/s / {title} best req/s | "
+                 + (f"{fnum(a['rps'])} / {fnum(pb['rps'])} = **{a['rps'] / pb['rps']:.2f}** |"
+                    if pb and a else "– |"))
+        L.append("")
+    return L
+
+
+def cpu_rows(run):
+    """(label, point) for the CPU-per-request table: (a) and (h) at each concurrency, the
+    fixed-rate point, then each peer's points."""
+    rows = [(f"({p['workload']}) c={p['concurrency']}", p)
+            for w in ("a", "h") for p in run["points"] if p["workload"] == w]
+    fr = run.get("fixed_rate")
+    if fr:
+        rows.insert(sum(1 for p in run["points"] if p["workload"] == "a"),
+                    (f"(a) fixed rate {fnum(fr.get('rate'))} req/s (oha)", fr))
+    for name, peer in sorted((run.get("peers") or {}).items()):
+        for p in peer.get("points", []):
+            rows.append((f"peer {PEERS.get(name, name)} c={p['concurrency']}", p))
+    return rows
+
+
+def cpu_section(run):
+    m = run["meta"]
+    sig_us = signature_us(m)
+    sign = sign_rate(m)
+    L = ["## CPU per request, in signatures", ""]
+    L.append("CPU µs per request = CPU % / 100 × 1e6 / req/s, for the server process (hallpass, "
+             "or the peer), for Postgres (the backends of that server's database and Postgres's "
+             "auxiliary processes) and for the load generator (wrk, oha). Each is also given in RSA-2048 signatures of this run: one "
+             "signature's CPU = 2 cores × 1e6 / openssl 2-core sign/s µs"
+             + (f" = 2 × 1e6 / {fnum(sign)} = **{fnum(sig_us, 1)} µs**" if sig_us else
+                " (not measured in this run: no openssl sign rate)")
+             + f" (`openssl speed -seconds 5 -multi 2 rsa2048`, CPU: {m.get('cpu_model', '–')}). "
+             "Every (a) response carries a freshly signed JWT, so 1 signature per request is the "
+             "floor of (a)'s server CPU unless JWTs are reused; (h) repeats sessions in bursts, "
+             "whose identical JWTs are signed once.")
+    L.append("")
+    L.append("| point | req/s | server µs/req | server signatures | Postgres µs/req "
+             "| Postgres signatures | load gen µs/req | load gen signatures "
+             "| server + Postgres signatures |")
+    L.append("|" + "---|" * 9)
+    rows = cpu_rows(run)
+    if not rows:
+        L.append("| (no (a)/(h) points in this run) | | | | | | | | |")
+    for label, p in rows:
+        us = {k: cpu_us_per_request(p, k) for k in ("server_cpu_pct", "postgres_cpu_pct", "loadgen_cpu_pct")}
+        sig = {k: (v / sig_us if v is not None and sig_us else None) for k, v in us.items()}
+        both = (sig["server_cpu_pct"] + sig["postgres_cpu_pct"]
+                if sig["server_cpu_pct"] is not None and sig["postgres_cpu_pct"] is not None else None)
+        L.append(f"| {label} | {fnum(p.get('rps'))} "
+                 + "".join(f"| {fnum(us[k])} | {fnum(sig[k], 2)} "
+                           for k in ("server_cpu_pct", "postgres_cpu_pct", "loadgen_cpu_pct"))
+                 + f"| {fnum(both, 2)} |")
+    L.append("")
+    return L
+
+
 def render(run, runs):
     m = run["meta"]
     backend, sessions, quick = run_kind(m)
@@ -537,6 +788,8 @@ def render(run, runs):
                      ("postgres", "Postgres server"), ("loadavg_start", "load average at start"),
                      ("loadavg_end", "load average at end")]:
         L.append(f"| {label} | {m.get(k, '–')} |")
+        if k == "cpu_model" and m.get("cpu_detail"):
+            L.append(f"| CPU details | {m['cpu_detail']} |")
     L.append("")
     L.append("## Command and setup")
     L.append("")
@@ -610,6 +863,8 @@ def render(run, runs):
     else:
         L.append(f"| pgbench | {m.get('pgbench_note', 'n/a')} |")
     L.append("")
+    L.extend(peers_section(run))
+    L.extend(cpu_section(run))
     L.append("## Ratios")
     L.append("")
     L.append("Every (a), (b), (c), (e) response carries a freshly minted RS256 JWT, i.e. one "
@@ -704,6 +959,7 @@ def main():
     if args.run:
         run = summarise_run(args.run)
         path = os.path.join(args.bench, "out", run["meta"]["run_id"] + ".json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             json.dump(run, f, indent=1)
         runs = load_runs(args.bench)
@@ -712,6 +968,15 @@ def main():
         print()
         for v in (run.get("verifier") or {}).values():
             print(verifier_line(v))
+        print()
+        for name in list(PEERS) + sorted(n for n in run["peers"] if n not in PEERS):
+            why = peer_not_measured(run, name)
+            if why is not None:
+                print(f"  peer {name}: not measured: {why}")
+            for p in run["peers"].get(name, {}).get("points", []):
+                print(f"  peer {name} c={p['concurrency']}: {fnum(p['rps'])} req/s  "
+                      f"p50 {fnum(p['p50_ms'], 2)} ms  p99 {fnum(p['p99_ms'], 2)} ms  "
+                      f"CPU server {fnum(p['server_cpu_pct'])}% pg {fnum(p['postgres_cpu_pct'])}%")
         print()
         for t in targets(run, runs):
             print(f"  [{t['result']:>4}] {t['target']}: {t['value']} ({t['margin']})")

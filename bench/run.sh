@@ -4,8 +4,9 @@
 # Builds the release binary, starts `hallpass serve` on a throw-away Postgres database (or a
 # SQLite file with --sqlite), bulk-loads users and sessions, drives the Sessions API with wrk
 # (and oha for a fixed-rate point) over loopback, measures hallpass-verifier against it
-# (revocation latency, verifications/s), runs openssl/pgbench references, and writes
-# bench/RESULTS.md (bench/RESULTS-sqlite.md). Raw data: bench/out/ (gitignored).
+# (revocation latency, verifications/s), then, with hallpass stopped, measures peers doing the
+# same job (bench/peers/*.sh: Glewlwyd's refresh-token grant), runs openssl/pgbench references,
+# and writes bench/RESULTS.md (bench/RESULTS-sqlite.md). Raw data: bench/out/ (gitignored).
 # Traffic goes to 127.0.0.1 only and every load step is bounded in time.
 set -euo pipefail
 
@@ -20,7 +21,8 @@ usage() {
   Env: BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432), BENCH_CONCURRENCY ("16 64"),
        BENCH_OHA (path to oha, or "none" to skip the fixed-rate point),
        BENCH_REVOCATIONS (default 1000; 0 skips the verifier measurements),
-       BENCH_VERIFY_SECONDS (default 5), CARGO_TARGET_DIR (where cargo builds; default target/)
+       BENCH_VERIFY_SECONDS (default 5), CARGO_TARGET_DIR (where cargo builds; default target/),
+       BENCH_PEERS (peers to measure, bench/peers/<name>.sh; default "glewlwyd"; "none" skips)
 EOF
 }
 
@@ -60,6 +62,10 @@ fi
   || { echo "BENCH_VERIFY_SECONDS must be 1..600" >&2; exit 2; }
 (( JWT_POOL > SESSIONS )) && JWT_POOL=$SESSIONS
 USERS=$(( (SESSIONS + 9) / 10 ))
+read -r -a PEERS <<<"${BENCH_PEERS:-glewlwyd}"
+for p in "${PEERS[@]}"; do
+  [[ $p =~ ^[a-z0-9_]+$ ]] || { echo "BENCH_PEERS: \"$p\" is not a peer name (bench/peers/<name>.sh) or none" >&2; exit 2; }
+done
 CONCURRENCY=(${BENCH_CONCURRENCY:-16 64})
 PG_URL="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}"
 BACKEND=$([[ $SQLITE == 1 ]] && echo sqlite || echo postgres)
@@ -236,6 +242,11 @@ meta concurrency "${CONCURRENCY[*]}"
 meta date_utc "$(date -u +%FT%TZ)"
 meta nproc "$(nproc)"
 meta cpu_model "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+# A VM's model name can be generic ("Intel(R) Xeon(R) Processor"): family/model/stepping say more.
+meta cpu_detail "$(awk -F': *' '
+  /^vendor_id/ && !v { v = $2 } /^cpu family/ && !f { f = $2 } /^model[ \t]*:/ && !m { m = $2 }
+  /^stepping/ && !s { s = $2 } /^cpu MHz/ && !z { z = $2 } /^flags/ && !h { h = ($0 ~ / hypervisor( |$)/) ? "virtual machine" : "no hypervisor flag" }
+  END { printf "%s, family %s, model %s, stepping %s, %.0f MHz, %s", v, f, m, s, z, h }' /proc/cpuinfo)"
 meta ram "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 meta kernel "$(uname -sr)"
 meta hallpass_rev "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src migrations verifier/src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
@@ -492,7 +503,57 @@ stop_server
 meta shutdown_ms "$STOP_MS"
 log "server stopped in ${STOP_MS} ms"
 
-# ---------------------------------------------------------------- 5. references
+# ---------------------------------------------------------------- 5. peers
+# Other software doing hallpass's job, on this machine while hallpass is stopped, with this
+# run's duration, warm-up and concurrency: bench/peers/<name>.sh writes points/<name>-c<C>.json
+# (measure.py documents, workload=peer-<name>), points/<name>-meta.tsv, or points/<name>-note.txt
+# (one line: why it was not measured). A peer never fails the run: whatever goes wrong becomes
+# a peer_<name>_note line here and "not measured" in the report. Each peer bounds its own steps
+# (install, setup, every load point) in time.
+run_peers() {
+  local p script rc note f
+  if [[ ${#PEERS[@]} == 0 || ${PEERS[*]} == none ]]; then
+    meta peers_note "skipped (BENCH_PEERS=none)"
+    log "peers: skipped (BENCH_PEERS=none)"
+    return 0
+  fi
+  meta peers "${PEERS[*]}"
+  for p in "${PEERS[@]}"; do
+    [[ $p == none ]] && continue
+    script="$BENCH/peers/$p.sh"
+    if [[ ! -f $script ]]; then
+      meta "peer_${p}_note" "no bench/peers/$p.sh"
+      log "WARNING: peer $p: no $script"
+      continue
+    fi
+    log "peer: $p (bench/peers/$p.sh, ${DURATION}s points after ${WARMUP}s warm-up at concurrency ${CONCURRENCY[*]}; log in points/$p-peer.log)"
+    rc=0
+    bash "$script" --out-dir "$OUT/points" --duration "$DURATION" --warmup "$WARMUP" \
+      --concurrency "${CONCURRENCY[*]}" --pg-url "$PG_URL" 2>&1 </dev/null \
+      | tee "$OUT/points/$p-peer.log" >&2 || rc=$?
+    note=""
+    if [[ -s $OUT/points/$p-note.txt ]]; then
+      note="$(head -1 "$OUT/points/$p-note.txt" | cut -c1-500)"
+      (( rc != 0 )) && note="$note (exit status $rc)"
+    elif (( rc != 0 )); then
+      note="bench/peers/$p.sh exited with status $rc (see points/$p-peer.log)"
+    elif ! compgen -G "$OUT/points/$p-c*.json" >/dev/null; then
+      note="bench/peers/$p.sh measured nothing (see points/$p-peer.log)"
+    fi
+    if [[ -n $note ]]; then
+      meta "peer_${p}_note" "$note"
+      log "WARNING: peer $p: $note"
+    fi
+    for f in "$OUT/points/$p"-c*.json; do
+      [[ -e $f && $f != *.diag.json ]] || continue
+      log "$(python3 "$BENCH/report.py" --point "$f" 2>&1 || true)"
+    done
+  done
+  return 0
+}
+run_peers || meta peers_note "the peer step failed (status $?)"
+
+# ---------------------------------------------------------------- 6. references
 log "reference: openssl speed -seconds 5 -multi 2 rsa2048"
 openssl speed -seconds 5 -multi 2 rsa2048 >"$OUT/openssl.txt" 2>/dev/null || true
 meta openssl_sign_per_s "$(awk '/^rsa 2048 bits/ { v = $(NF-1) } END { print v }' "$OUT/openssl.txt")"
@@ -538,5 +599,5 @@ fi
 
 meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 
-# ---------------------------------------------------------------- 6. report
+# ---------------------------------------------------------------- 7. report
 python3 "$BENCH/report.py" --run "$OUT" --bench "$BENCH"
