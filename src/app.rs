@@ -208,15 +208,27 @@ impl AppState {
                 let s = b.clone();
                 async move { s.converge_rings().await }
             }),
-            every(Duration::from_secs(1), shutdown.clone(), move || {
-                let s = c.clone();
-                async move {
-                    if !s.touches.is_empty() {
-                        let started = Instant::now();
-                        s.touches.flush(&s.db).await;
-                        s.metrics
-                            .touch_flush_seconds
-                            .record(started.elapsed().as_secs_f64());
+            // A flush as soon as TOUCH_BATCH touches are pending, and at least every second:
+            // one flush a second of everything made a burst of Postgres work (thousands of
+            // rows at a time under load) that delayed the requests around it.
+            every(TOUCH_TICK, shutdown.clone(), {
+                let mut last = Instant::now();
+                move || {
+                    let s = c.clone();
+                    let pending = s.touches.len();
+                    let due = pending >= TOUCH_BATCH
+                        || (pending > 0 && last.elapsed() >= TOUCH_MAX_DELAY);
+                    if due {
+                        last = Instant::now();
+                    }
+                    async move {
+                        if due {
+                            let started = Instant::now();
+                            s.touches.flush(&s.db).await;
+                            s.metrics
+                                .touch_flush_seconds
+                                .record(started.elapsed().as_secs_f64());
+                        }
                     }
                 }
             }),
@@ -271,9 +283,15 @@ where
     })
 }
 
+/// How often pending touches are looked at, how many make a flush due, and the longest a
+/// touch waits to be written.
+const TOUCH_TICK: Duration = Duration::from_millis(100);
+const TOUCH_BATCH: usize = 64;
+const TOUCH_MAX_DELAY: Duration = Duration::from_secs(1);
+
 /// `last_accessed_at` touches not yet written. An authenticate that changes nothing else
-/// records its touch here and a task writes the batch every second: one database round trip
-/// per such request instead of two. Readers of a session consult the pending value, so the
+/// records its touch here and a task writes them in batches (every 256, and at least every
+/// second): one database round trip per such request instead of two. Readers of a session consult the pending value, so the
 /// idle-timeout check in this instance sees every touch at once, and other instances see it
 /// within a second.
 #[derive(Default)]
