@@ -120,42 +120,18 @@ pub async fn attest(
     let factor = Factor::new("trusted_auth_token", "trusted_token_exchange", now, detail);
     let claims = req.session_custom_claims.as_ref();
     let user_id = project.id.id(Kind::User, user.user_id);
-    let done = match existing {
-        Some(found) => {
-            let presented = session_token.unwrap_or_default().to_string();
-            Some(
-                sessions::resume(
-                    &state,
-                    &project,
-                    found,
-                    presented,
-                    duration,
-                    claims,
-                    Some(factor),
-                )
-                .await?,
-            )
-        }
-        None => match duration {
-            Some(d) => Some(
-                sessions::start(
-                    &state,
-                    &project,
-                    user.clone(),
-                    d,
-                    vec![factor],
-                    claims,
-                    Default::default(),
-                )
-                .await?,
-            ),
-            None => None,
-        },
-    };
-    let body = match &done {
-        Some(a) => a.body(&project),
-        None => AuthBody::without_session(&project, &user),
-    };
+    let done = sessions::sign_in(
+        &state,
+        &project,
+        user,
+        existing,
+        session_token,
+        duration,
+        claims,
+        factor,
+    )
+    .await?;
+    let body = done.body(&project);
     Ok(render(AuthBody {
         user_id: Some(user_id),
         ..body

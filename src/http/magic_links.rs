@@ -146,55 +146,21 @@ async fn authenticate(
     );
     let factor = Factor::new("magic_link", "embedded", now, detail);
     let claims = req.session_custom_claims.as_ref();
-    let done = match existing {
-        Some(found) if found.1.user_id == user_id => {
-            let presented = session_token.unwrap_or_default().to_string();
-            Some(
-                sessions::resume(
-                    &state,
-                    &project,
-                    found,
-                    presented,
-                    duration,
-                    claims,
-                    Some(factor),
-                )
-                .await?,
-            )
-        }
-        // A link for one user cannot add a factor to another user's session.
-        Some(_) => return Err(Error::SessionNotFound),
-        None => match duration {
-            Some(d) => {
-                let user = store::users::get(&state.db, project.id.uuid, user_id)
-                    .await?
-                    .ok_or(Error::UserNotFound)?;
-                Some(
-                    sessions::start(
-                        &state,
-                        &project,
-                        user,
-                        d,
-                        vec![factor],
-                        claims,
-                        Default::default(),
-                    )
-                    .await?,
-                )
-            }
-            None => None,
-        },
-    };
-    let user;
-    let body = match &done {
-        Some(a) => a.body(&project),
-        None => {
-            user = store::users::get(&state.db, project.id.uuid, user_id)
-                .await?
-                .ok_or(Error::UserNotFound)?;
-            AuthBody::without_session(&project, &user)
-        }
-    };
+    let user = store::users::get(&state.db, project.id.uuid, user_id)
+        .await?
+        .ok_or(Error::UserNotFound)?;
+    let done = sessions::sign_in(
+        &state,
+        &project,
+        user,
+        existing,
+        session_token,
+        duration,
+        claims,
+        factor,
+    )
+    .await?;
+    let body = done.body(&project);
     Ok(render(AuthBody {
         user_id: Some(project.id.id(Kind::User, user_id)),
         method_id: Some(method_id),

@@ -155,18 +155,21 @@ async fn poll(
     let slot = if wait > 0 { state.feed.waiter() } else { None };
     let wait = if slot.is_some() { wait } else { 0 };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    let (events, head) = loop {
+    let (events, head, has_more) = loop {
         let head = check_horizon(&state, after).await?;
-        let events = revocations::after(&state.db, project.id.uuid, after, limit).await?;
+        // One more than asked: it tells `has_more` without a false positive at exactly `limit`.
+        let mut events = revocations::after(&state.db, project.id.uuid, after, limit + 1).await?;
         if !events.is_empty() {
-            break (events, head);
+            let more = events.len() as i64 > limit;
+            events.truncate(limit as usize);
+            break (events, head, more);
         }
         tokio::select! {
             changed = tokio::time::timeout_at(deadline, changes.changed()) => match changed {
                 Ok(Ok(())) => continue,
-                _ => break (events, head),
+                _ => break (events, head, false),
             },
-            _ = closing.wait_for(|closed| *closed) => break (events, head),
+            _ = closing.wait_for(|closed| *closed) => break (events, head, false),
         }
     };
     drop(slot);
@@ -175,7 +178,7 @@ async fn poll(
         .map(|e| e.cursor)
         .unwrap_or_else(|| after.unwrap_or(0).max(head));
     Ok(render(PollBody {
-        has_more: events.len() as i64 == limit,
+        has_more,
         events: events.iter().map(|e| wire(&project.id, e)).collect(),
         next_cursor: next.to_string(),
     }))

@@ -120,6 +120,71 @@ fn mint(state: &AppState, project: &Project, session: &Session, now: i64) -> Res
     minted
 }
 
+/// What a sign-in with a new factor (a magic link, an attested token) produced: a session,
+/// or, with no session presented and no duration asked for, the user alone.
+pub enum SignedIn {
+    Session(Box<Authenticated>),
+    UserOnly(Box<UserRow>),
+}
+
+impl SignedIn {
+    pub fn body<'a>(&'a self, project: &Project) -> AuthBody<'a> {
+        match self {
+            SignedIn::Session(a) => a.body(project),
+            SignedIn::UserOnly(user) => AuthBody::without_session(project, user),
+        }
+    }
+}
+
+/// Signs `user` in with `factor`: into the session presented (`existing`, found by
+/// [`find`] from `presented_token` or a JWT), which must be the user's own; else into a new
+/// session when a duration is asked for; else nowhere.
+#[allow(clippy::too_many_arguments)]
+pub async fn sign_in(
+    state: &AppState,
+    project: &Project,
+    user: UserRow,
+    existing: Option<(Session, UserRow)>,
+    presented_token: Option<&str>,
+    duration: Option<SessionDuration>,
+    claims: Option<&Map<String, Value>>,
+    factor: Factor,
+) -> Result<SignedIn> {
+    Ok(match (existing, duration) {
+        // A factor of one user cannot be added to another user's session.
+        (Some((_, owner)), _) if owner.user_id != user.user_id => {
+            return Err(Error::SessionNotFound);
+        }
+        (Some(found), _) => {
+            let presented = presented_token.unwrap_or_default().to_string();
+            let resumed = resume(
+                state,
+                project,
+                found,
+                presented,
+                duration,
+                claims,
+                Some(factor),
+            )
+            .await?;
+            SignedIn::Session(Box::new(resumed))
+        }
+        (None, Some(d)) => SignedIn::Session(Box::new(
+            start(
+                state,
+                project,
+                user,
+                d,
+                vec![factor],
+                claims,
+                Default::default(),
+            )
+            .await?,
+        )),
+        (None, None) => SignedIn::UserOnly(Box::new(user)),
+    })
+}
+
 /// Starts a session for `user` and mints its token and JWT.
 pub async fn start(
     state: &AppState,

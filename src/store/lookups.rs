@@ -126,9 +126,10 @@ impl Lookups {
                 .map_err(|_| sqlx::Error::PoolTimedOut)?
                 .map_err(|_| sqlx::Error::PoolClosed)?;
             let batch = {
+                // The oldest first; the rest waits for the next lane.
                 let mut queue = self.lock();
-                let rest = queue.len().saturating_sub(MAX_BATCH);
-                queue.split_off(rest)
+                let n = queue.len().min(MAX_BATCH);
+                queue.drain(..n).collect::<Vec<_>>()
             };
             if batch.is_empty() {
                 // Ours was taken by a statement in flight: its runner answers.

@@ -110,6 +110,15 @@ async fn every_way_a_session_ends_publishes_one_event() {
     )
     .await;
     assert_eq!(session_ids(&rest).len(), 4);
+    // A page that ends exactly at the last event says there is no more.
+    let exact = events(
+        &app,
+        &format!("?after={}&limit=4", page["next_cursor"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(session_ids(&exact).len(), 4);
+    assert_eq!(exact["has_more"], false);
+    assert_eq!(exact["next_cursor"], body["next_cursor"]);
     let none = events(
         &app,
         &format!("?after={}", body["next_cursor"].as_str().unwrap()),
