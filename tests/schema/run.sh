@@ -31,6 +31,10 @@ REPO_ROOT=$(cd "$SUITE_DIR/../.." && pwd)
 HALLPASS_BIN=${HALLPASS_BIN:-$REPO_ROOT/target/debug/hallpass}
 [[ $HALLPASS_BIN = /* ]] || HALLPASS_BIN=$REPO_ROOT/$HALLPASS_BIN
 DOCUMENT=$REPO_ROOT/openapi/openapi.json
+# free_port, stop, start_hallpass, wait_ready (`shellcheck -x` follows it; SC1091 is its
+# "not following" note when run without -x).
+# shellcheck source=SCRIPTDIR/../lib/serve.sh disable=SC1091
+source "$REPO_ROOT/tests/lib/serve.sh"
 MAX_EXAMPLES=${SCHEMA_MAX_EXAMPLES:-120}
 WORKERS=${SCHEMA_WORKERS:-2}
 
@@ -61,18 +65,6 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/hallpass-schema.XXXXXX")
 USERINFO_PID=""
 SERVER_PID=""
 SUMMARY_PRINTED=""
-# Stops a process we started: SIGTERM, up to 5 s, then SIGKILL; its exit status in STOPPED_RC.
-stop() {
-  local pid=$1
-  STOPPED_RC=0
-  [[ -n $pid ]] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || STOPPED_RC=$?
-}
 cleanup() {
   local rc=$?
   stop "$SERVER_PID"
@@ -91,9 +83,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 uuid() { python3 -c 'import uuid; print(uuid.uuid4())'; }
 
 # The stub answers every bearer token with this email; a user with it is created below, so
@@ -117,31 +106,12 @@ PROJECT_ID="project-test-$(uuid)"
 SECRET="secret-test-$(openssl rand -hex 24)"
 MASTER_KEY=${HALLPASS_MASTER_KEY:-$(openssl rand -base64 32)}
 
-HALLPASS_LISTEN="127.0.0.1:$PORT" \
-HALLPASS_DATABASE_URL="$DATABASE_URL" \
-HALLPASS_MASTER_KEY="$MASTER_KEY" \
-HALLPASS_BOOTSTRAP_PROJECT_ID="$PROJECT_ID" \
-HALLPASS_BOOTSTRAP_SECRET="$SECRET" \
-HALLPASS_BOOTSTRAP_USERINFO_URL="http://127.0.0.1:$USERINFO_PORT/userinfo" \
-HALLPASS_LOG_FORMAT=json \
-  "$HALLPASS_BIN" serve >"$WORK/hallpass.log" 2>&1 &
-SERVER_PID=$!
+# Sets SERVER_PID (stopped by cleanup); JSON logs, for the WARN/ERROR excerpt on failure.
+start_hallpass "$HALLPASS_BIN" "$WORK/hallpass.log" "$PORT" "$DATABASE_URL" "$MASTER_KEY" \
+  "$PROJECT_ID" "$SECRET" "http://127.0.0.1:$USERINFO_PORT/userinfo" HALLPASS_LOG_FORMAT=json
 
 echo "# hallpass $HALLPASS_BIN on $URL, database $DATABASE_URL, work folder $WORK"
-ready=""
-deadline=$((SECONDS + 30))
-while ((SECONDS < deadline)); do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "run.sh: hallpass exited before it was ready" >&2
-    exit 1
-  fi
-  if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/readyz" || true) == 200 ]]; then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-[[ -n $ready ]] || { echo "run.sh: hallpass not ready after 30 s" >&2; exit 1; }
+wait_ready "$URL" "$SERVER_PID" || exit 1
 
 # ---------------------------------------------------------------- fixtures
 # An RBAC policy (so GET /v1/rbac/policy returns roles, resources and scopes, and roles can be

@@ -29,6 +29,10 @@ REPO_ROOT=$(cd "$SDK_DIR/../.." && pwd)
 HALLPASS_BIN=${HALLPASS_BIN:-$REPO_ROOT/target/debug/hallpass}
 [[ $HALLPASS_BIN = /* ]] || HALLPASS_BIN=$REPO_ROOT/$HALLPASS_BIN
 SDK_SUITES=${SDK_SUITES:-node python}
+# free_port, stop, start_hallpass, wait_ready (`shellcheck -x` follows it; SC1091 is its
+# "not following" note when run without -x).
+# shellcheck source=SCRIPTDIR/../lib/serve.sh disable=SC1091
+source "$REPO_ROOT/tests/lib/serve.sh"
 
 if [[ ! -x $HALLPASS_BIN ]]; then
   echo "run.sh: no hallpass binary at $HALLPASS_BIN (build it, or set HALLPASS_BIN)" >&2
@@ -64,14 +68,8 @@ USERINFO_PID=""
 SERVER_PID=""
 cleanup() {
   local rc=$?
-  for pid in $SERVER_PID $USERINFO_PID; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  done
+  stop "$SERVER_PID"
+  stop "$USERINFO_PID"
   if [[ $rc -ne 0 && -f $WORK/hallpass.log ]]; then
     echo "# last lines of the hallpass log ($WORK/hallpass.log):" >&2
     tail -n 40 "$WORK/hallpass.log" >&2 || true
@@ -81,10 +79,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
 # A fresh email each run, so the same database can be used again.
 USERINFO_EMAIL="sdk-migrate-$(python3 -c 'import uuid; print(uuid.uuid4())')@example.com"
@@ -111,30 +105,12 @@ export USERINFO_EMAIL
 # One master key for the server and the operator CLI below (both open the same database).
 MASTER_KEY=${HALLPASS_MASTER_KEY:-$(openssl rand -base64 32)}
 
-HALLPASS_LISTEN="127.0.0.1:$PORT" \
-HALLPASS_DATABASE_URL="$DATABASE_URL" \
-HALLPASS_MASTER_KEY="$MASTER_KEY" \
-HALLPASS_BOOTSTRAP_PROJECT_ID="$PROJECT_ID" \
-HALLPASS_BOOTSTRAP_SECRET="$SECRET" \
-HALLPASS_BOOTSTRAP_USERINFO_URL="http://127.0.0.1:$USERINFO_PORT/userinfo" \
-  "$HALLPASS_BIN" serve >"$WORK/hallpass.log" 2>&1 &
-SERVER_PID=$!
+# Sets SERVER_PID (stopped by cleanup).
+start_hallpass "$HALLPASS_BIN" "$WORK/hallpass.log" "$PORT" "$DATABASE_URL" "$MASTER_KEY" \
+  "$PROJECT_ID" "$SECRET" "http://127.0.0.1:$USERINFO_PORT/userinfo"
 
 echo "# hallpass $HALLPASS_BIN on $HALLPASS_URL, database $DATABASE_URL, logs in $WORK"
-ready=""
-deadline=$((SECONDS + 30))
-while ((SECONDS < deadline)); do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "run.sh: hallpass exited before it was ready" >&2
-    exit 1
-  fi
-  if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$HALLPASS_URL/readyz" || true) == 200 ]]; then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-[[ -n $ready ]] || { echo "run.sh: hallpass not ready after 30 s" >&2; exit 1; }
+wait_ready "$HALLPASS_URL" "$SERVER_PID" || exit 1
 
 # ---------------------------------------------------------------- RBAC policy
 # The suites' RBAC checks expect policy.json (roles stytch_user, editor, billing_admin). The
