@@ -208,16 +208,17 @@ impl AppState {
                 let s = b.clone();
                 async move { s.converge_rings().await }
             }),
-            // A flush as soon as TOUCH_BATCH touches are pending, and at least every second:
-            // one flush a second of everything made a burst of Postgres work (thousands of
-            // rows at a time under load) that delayed the requests around it.
-            every(TOUCH_TICK, shutdown.clone(), {
+            // A flush as soon as a batch is pending, and at least every second: one flush a
+            // second of everything made a burst of Postgres work (thousands of rows at a time
+            // under load) that delayed the requests around it.
+            every(touch_cadence(&self.db).0, shutdown.clone(), {
                 let mut last = Instant::now();
+                let batch = touch_cadence(&self.db).1;
                 move || {
                     let s = c.clone();
                     let pending = s.touches.len();
-                    let due = pending >= TOUCH_BATCH
-                        || (pending > 0 && last.elapsed() >= TOUCH_MAX_DELAY);
+                    let due =
+                        pending >= batch || (pending > 0 && last.elapsed() >= TOUCH_MAX_DELAY);
                     if due {
                         last = Instant::now();
                     }
@@ -283,15 +284,21 @@ where
     })
 }
 
-/// How often pending touches are looked at, how many make a flush due, and the longest a
-/// touch waits to be written.
-const TOUCH_TICK: Duration = Duration::from_millis(100);
-const TOUCH_BATCH: usize = 64;
+/// How often pending touches are looked at, and how many make a flush due. On Postgres a
+/// flush is one statement on a connection of its own (`store::sessions::touch`), so small
+/// batches often; on SQLite each flush is a transaction whose commit syncs the log, so fewer.
+fn touch_cadence(db: &Db) -> (Duration, usize) {
+    match db {
+        Db::Postgres(_) => (Duration::from_millis(25), 32),
+        Db::Sqlite(_) => (Duration::from_millis(100), 64),
+    }
+}
+/// The longest a touch waits to be written.
 const TOUCH_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// `last_accessed_at` touches not yet written. An authenticate that changes nothing else
-/// records its touch here and a task writes them in batches (every 256, and at least every
-/// second): one database round trip per such request instead of two. Readers of a session consult the pending value, so the
+/// records its touch here and a task writes them in batches (as soon as a batch is pending,
+/// see `touch_cadence`, and at least every second): one database round trip per such request instead of two. Readers of a session consult the pending value, so the
 /// idle-timeout check in this instance sees every touch at once, and other instances see it
 /// within a second.
 #[derive(Default)]

@@ -40,6 +40,8 @@ pub struct Pg {
     pub direct: Arc<Direct>,
     /// Session reads, coalesced under load (see [`lookups`]).
     pub lookups: Arc<Lookups>,
+    /// One connection for the write-behind `last_accessed_at` touches.
+    pub touches: PgPool,
 }
 
 /// libpq's default `sslmode`, `prefer`, encrypts whenever the server offers TLS. Over a
@@ -163,7 +165,8 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
 ];
 
 impl Db {
-    /// `max_connections` in all: half for authenticate's statements, half for the pool.
+    /// `max_connections` in all (at least 3): half for authenticate's statements, one for
+    /// the write-behind touches, the rest for the pool.
     pub async fn connect_postgres(
         url: &str,
         max_connections: u32,
@@ -174,16 +177,27 @@ impl Db {
         // The pool keeps sqlx's test of each connection before use: the statements that go
         // through it are not all safe to retry, and a restarted server must cost no request.
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections.saturating_sub(direct).max(1))
+            .max_connections(max_connections.saturating_sub(direct + 1).max(1))
             .min_connections(1)
             .acquire_timeout(acquire_timeout)
             .connect_with(options.clone())
             .await?;
+        // The write-behind touches' own connection: `synchronous_commit` off for the whole
+        // session (a touch may be lost in a crash, nothing else is written here), so a
+        // flush is one statement and one round trip; not tested before use, since a failed
+        // flush keeps its touches for the next one.
+        let touches = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .test_before_acquire(false)
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let direct = Arc::new(Direct::new(options, direct, acquire_timeout));
         Ok(Db::Postgres(Pg {
             pool,
             lookups: Arc::new(Lookups::new(direct.clone())),
             direct,
+            touches,
         }))
     }
 
@@ -231,9 +245,15 @@ impl Db {
             Db::Postgres(pg) => {
                 let idle = pg.pool.num_idle();
                 let (direct_busy, direct_idle) = pg.direct.stats();
+                let touch_idle = pg.touches.num_idle();
                 vec![
                     ("pool", (pg.pool.size() as usize).saturating_sub(idle), idle),
                     ("direct", direct_busy, direct_idle),
+                    (
+                        "touches",
+                        (pg.touches.size() as usize).saturating_sub(touch_idle),
+                        touch_idle,
+                    ),
                 ]
             }
             Db::Sqlite(pool) => {
@@ -314,6 +334,9 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        if let Db::Postgres(pg) = self {
+            pg.touches.close().await;
+        }
         with_db!(self, p => p.close().await)
     }
 }

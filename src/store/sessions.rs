@@ -360,11 +360,12 @@ impl Locked {
     }
 }
 
-/// Moves `last_accessed_at` forward for many sessions at once (the write-behind touch), in
-/// one transaction. The dialects differ here, on purpose: Postgres takes the whole batch as
-/// one array parameter (one statement text, prepared once) and may skip the WAL flush wait,
-/// since a touch is allowed to be lost in a crash; SQLite has no arrays, and in-process
-/// statements cost no round trip, so it runs one prepared single-row update per session.
+/// Moves `last_accessed_at` forward for many sessions at once (the write-behind touch). The
+/// dialects differ here, on purpose: Postgres takes the whole batch as one array parameter,
+/// in one statement on the touches' own connection, which does not wait for the WAL flush
+/// (a touch is allowed to be lost in a crash); SQLite has no arrays, and in-process
+/// statements cost no round trip, so it runs one prepared single-row update per session in
+/// one transaction.
 pub async fn touch(db: &Db, ids: &[Uuid], at: i64) -> sqlx::Result<()> {
     if ids.is_empty() {
         return Ok(());
@@ -372,18 +373,14 @@ pub async fn touch(db: &Db, ids: &[Uuid], at: i64) -> sqlx::Result<()> {
     const ONE: &str =
         "UPDATE sessions SET last_accessed_at = $1 WHERE id = $2 AND last_accessed_at < $1";
     match db {
-        Db::Postgres(pg) => {
-            let mut tx = pg.pool.begin().await?;
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE sessions SET last_accessed_at = $1 WHERE id = ANY($2) AND last_accessed_at < $1")
-                .bind(at)
-                .bind(ids)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await
-        }
+        Db::Postgres(pg) => sqlx::query(
+            "UPDATE sessions SET last_accessed_at = $1 WHERE id = ANY($2) AND last_accessed_at < $1",
+        )
+        .bind(at)
+        .bind(ids)
+        .execute(&pg.touches)
+        .await
+        .map(|_| ()),
         Db::Sqlite(pool) => {
             let mut tx = pool.begin().await?;
             for id in ids {
