@@ -92,6 +92,7 @@ pub async fn attest(
         // A token of one user cannot add a factor to another user's session.
         return Err(Error::SessionNotFound);
     }
+    sessions::claims_fit(existing.as_ref(), req.session_custom_claims.as_ref())?;
     let token_id_hash = sha256(attested.token_id.as_bytes());
     if !store::token_profiles::consume_token_id(
         &state.db,

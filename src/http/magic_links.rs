@@ -133,6 +133,7 @@ async fn authenticate(
     } else {
         None
     };
+    sessions::claims_fit(existing.as_ref(), req.session_custom_claims.as_ref())?;
     let now = state.clock.now();
     let (link_id, user_id) =
         store::magic_links::consume(&state.db, project.id.uuid, &hash_token(token), now)

@@ -120,6 +120,22 @@ fn mint(state: &AppState, project: &Project, session: &Session, now: i64) -> Res
     minted
 }
 
+/// Checks, before a single-use token is spent on it, that `claims` would fit the session they
+/// are to be merged into (`existing`, or a new one): a request refused for its claims leaves
+/// the token usable. The merge under the session's lock checks again (a concurrent merge can
+/// still fill the session in between).
+pub fn claims_fit(
+    existing: Option<&(Session, UserRow)>,
+    claims: Option<&Map<String, Value>>,
+) -> Result<()> {
+    if let Some(patch) = claims {
+        let empty = Map::new();
+        let base = existing.map_or(&empty, |(s, _)| &s.custom_claims);
+        merge_custom_claims(base, patch)?;
+    }
+    Ok(())
+}
+
 /// What a sign-in with a new factor (a magic link, an attested token) produced: a session,
 /// or, with no session presented and no duration asked for, the user alone.
 pub enum SignedIn {

@@ -140,6 +140,21 @@ async fn a_provider_token_becomes_a_session_once() {
     app.authenticate(json!({"session_token": body["session_token"]}))
         .await
         .ok();
+    // Claims that would not fit are refused before the token is spent: it still works.
+    let fresh = idp.sign(&claims(&app, "ada@example.com"));
+    app.post(
+        "/v1/sessions/attest",
+        json!({"profile_id": profile_id, "token": fresh, "session_duration_minutes": 60,
+               "session_custom_claims": {"big": "x".repeat(5000)}}),
+    )
+    .await
+    .error(400, "custom_claims_too_large");
+    app.post(
+        "/v1/sessions/attest",
+        json!({"profile_id": profile_id, "token": fresh, "session_duration_minutes": 60}),
+    )
+    .await
+    .ok();
     // The same token again: refused.
     app.post(
         "/v1/sessions/attest",

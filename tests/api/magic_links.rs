@@ -142,4 +142,26 @@ async fn adds_a_factor_to_an_existing_session() {
     app.post("/v1/magic_links/authenticate", json!({"token": t3}))
         .await
         .ok();
+    // Claims that would not fit the session are refused before the link is spent.
+    let t4 = app.magic_link(&user).await;
+    app.post(
+        "/v1/magic_links/authenticate",
+        json!({"token": t4, "session_token": s["session_token"],
+               "session_custom_claims": {"big": "x".repeat(5000)}}),
+    )
+    .await
+    .error(400, "custom_claims_too_large");
+    app.post(
+        "/v1/magic_links/authenticate",
+        json!({"token": t4, "session_duration_minutes": 60,
+               "session_custom_claims": {"big": "x".repeat(5000)}}),
+    )
+    .await
+    .error(400, "custom_claims_too_large");
+    app.post(
+        "/v1/magic_links/authenticate",
+        json!({"token": t4, "session_token": s["session_token"]}),
+    )
+    .await
+    .ok();
 }
