@@ -135,6 +135,17 @@ async fn authenticate(
     };
     sessions::claims_fit(existing.as_ref(), req.session_custom_claims.as_ref())?;
     let now = state.clock.now();
+    if let Some((_, owner)) = &existing {
+        // A link of another user must not be spent on this session: looked up first (a
+        // link's user never changes, so the consume below cannot disagree).
+        let link_user =
+            store::magic_links::usable_for(&state.db, project.id.uuid, &hash_token(token), now)
+                .await?
+                .ok_or(Error::MagicLinkNotFound)?;
+        if link_user != owner.user_id {
+            return Err(Error::SessionNotFound);
+        }
+    }
     let (link_id, user_id) =
         store::magic_links::consume(&state.db, project.id.uuid, &hash_token(token), now)
             .await?

@@ -28,6 +28,25 @@ pub async fn insert(
     .map(|_| ()))
 }
 
+/// The user of a token that is still usable (unknown, used, expired or another project's:
+/// `None`), without spending it.
+pub async fn usable_for(
+    db: &Db,
+    project: Uuid,
+    hash: &[u8; 32],
+    now: i64,
+) -> sqlx::Result<Option<Uuid>> {
+    with_db!(db, pool => sqlx::query_scalar(
+        "SELECT user_id FROM magic_links
+         WHERE token_hash = $1 AND project_id = $2 AND used_at IS NULL AND expires_at > $3",
+    )
+    .bind(&hash[..])
+    .bind(project)
+    .bind(now)
+    .fetch_optional(pool)
+    .await)
+}
+
 /// Marks the token used and returns `(embedded id, user id)`; `None` when it is unknown, used,
 /// expired or another project's. One statement, so two racing callers cannot both win.
 pub async fn consume(

@@ -131,6 +131,10 @@ async fn adds_a_factor_to_an_existing_session() {
     )
     .await
     .error(404, "session_not_found");
+    // ... and that link was not spent: its own user can still use it.
+    app.post("/v1/magic_links/authenticate", json!({"token": t2}))
+        .await
+        .ok();
     let t3 = app.magic_link(&user).await;
     app.post(
         "/v1/magic_links/authenticate",
