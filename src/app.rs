@@ -191,6 +191,7 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let period = self.settings.refresh_interval;
+        let (touch_tick, batch) = touch_cadence(&self.db);
         let (a, b, c, d, e, f) = (
             self.clone(),
             self.clone(),
@@ -211,9 +212,8 @@ impl AppState {
             // A flush as soon as a batch is pending, and at least every second: one flush a
             // second of everything made a burst of Postgres work (thousands of rows at a time
             // under load) that delayed the requests around it.
-            every(touch_cadence(&self.db).0, shutdown.clone(), {
+            every(touch_tick, shutdown.clone(), {
                 let mut last = Instant::now();
-                let batch = touch_cadence(&self.db).1;
                 move || {
                     let s = c.clone();
                     let pending = s.touches.len();
@@ -298,9 +298,9 @@ const TOUCH_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// `last_accessed_at` touches not yet written. An authenticate that changes nothing else
 /// records its touch here and a task writes them in batches (as soon as a batch is pending,
-/// see `touch_cadence`, and at least every second): one database round trip per such request instead of two. Readers of a session consult the pending value, so the
-/// idle-timeout check in this instance sees every touch at once, and other instances see it
-/// within a second.
+/// see `touch_cadence`, and at least every second): one database round trip per such request
+/// instead of two. Readers of a session consult the pending value, so the idle-timeout check
+/// in this instance sees every touch at once, and other instances see it within a second.
 #[derive(Default)]
 pub struct Touches(Mutex<HashMap<Uuid, i64>>);
 

@@ -41,7 +41,7 @@ pub struct Pg {
     /// Session reads, coalesced under load (see [`lookups`]).
     pub lookups: Arc<Lookups>,
     /// One connection for the write-behind `last_accessed_at` touches.
-    pub touches: PgPool,
+    pub touches: Arc<Direct>,
 }
 
 /// libpq's default `sslmode`, `prefer`, encrypts whenever the server offers TLS. Over a
@@ -182,16 +182,15 @@ impl Db {
             .acquire_timeout(acquire_timeout)
             .connect_with(options.clone())
             .await?;
-        // The write-behind touches' own connection: `synchronous_commit` off for the whole
-        // session (a touch may be lost in a crash, nothing else is written here), so a
-        // flush is one statement and one round trip; not tested before use, since a failed
-        // flush keeps its touches for the next one.
-        let touches = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .test_before_acquire(false)
-            .acquire_timeout(acquire_timeout)
-            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
+        // The write-behind touches' own connection, outside sqlx's pool (no ping around each
+        // flush; the touch is idempotent, so `Direct` may retry it on a new connection), with
+        // `synchronous_commit` off for the whole session: a touch may be lost in a crash and
+        // nothing else is written there. A flush is one statement, one round trip.
+        let touches = Arc::new(Direct::new(
+            options.clone().options([("synchronous_commit", "off")]),
+            1,
+            acquire_timeout,
+        ));
         let direct = Arc::new(Direct::new(options, direct, acquire_timeout));
         Ok(Db::Postgres(Pg {
             pool,
@@ -245,15 +244,11 @@ impl Db {
             Db::Postgres(pg) => {
                 let idle = pg.pool.num_idle();
                 let (direct_busy, direct_idle) = pg.direct.stats();
-                let touch_idle = pg.touches.num_idle();
+                let (touch_busy, touch_idle) = pg.touches.stats();
                 vec![
                     ("pool", (pg.pool.size() as usize).saturating_sub(idle), idle),
                     ("direct", direct_busy, direct_idle),
-                    (
-                        "touches",
-                        (pg.touches.size() as usize).saturating_sub(touch_idle),
-                        touch_idle,
-                    ),
+                    ("touches", touch_busy, touch_idle),
                 ]
             }
             Db::Sqlite(pool) => {
@@ -334,9 +329,6 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        if let Db::Postgres(pg) = self {
-            pg.touches.close().await;
-        }
         with_db!(self, p => p.close().await)
     }
 }

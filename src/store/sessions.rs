@@ -373,14 +373,24 @@ pub async fn touch(db: &Db, ids: &[Uuid], at: i64) -> sqlx::Result<()> {
     const ONE: &str =
         "UPDATE sessions SET last_accessed_at = $1 WHERE id = $2 AND last_accessed_at < $1";
     match db {
-        Db::Postgres(pg) => sqlx::query(
-            "UPDATE sessions SET last_accessed_at = $1 WHERE id = ANY($2) AND last_accessed_at < $1",
-        )
-        .bind(at)
-        .bind(ids)
-        .execute(&pg.touches)
-        .await
-        .map(|_| ()),
+        Db::Postgres(pg) => {
+            pg.touches
+                .run(|conn| {
+                    let ids = ids.to_vec();
+                    Box::pin(async move {
+                        sqlx::query(
+                            "UPDATE sessions SET last_accessed_at = $1 \
+                             WHERE id = ANY($2) AND last_accessed_at < $1",
+                        )
+                        .bind(at)
+                        .bind(ids)
+                        .execute(conn)
+                        .await
+                        .map(|_| ())
+                    })
+                })
+                .await
+        }
         Db::Sqlite(pool) => {
             let mut tx = pool.begin().await?;
             for id in ids {
