@@ -136,17 +136,17 @@ impl Lookups {
                 break;
             }
             let outcome = self.run(batch).await;
-            match answer.try_recv() {
-                Ok(Ok(found)) => return Ok(found),
+            match (answer.try_recv(), outcome) {
+                (Ok(Ok(found)), _) => return Ok(found),
                 // Ours was in the statement that failed: the runner has the error itself.
-                Ok(Err(Failed)) if outcome.is_err() => return outcome.map(|()| None),
-                Ok(Err(Failed)) => return self.answered(Ok(Err(Failed)), project, key).await,
-                Err(TryRecvError::Empty) => {
+                (Ok(Err(Failed)), Err(e)) => return Err(e),
+                (Ok(Err(Failed)), Ok(())) => return Err(shared_failure()),
+                (Err(TryRecvError::Empty), outcome) => {
                     if let Err(e) = outcome {
                         tracing::warn!(error = %e, "a coalesced session read failed");
                     }
                 }
-                Err(TryRecvError::Closed) => return self.single(project, key).await,
+                (Err(TryRecvError::Closed), _) => return self.single(project, key).await,
             }
         }
         let answered = answer.await;
@@ -161,9 +161,7 @@ impl Lookups {
     ) -> sqlx::Result<Option<SessionWithUser>> {
         match answered {
             Ok(Ok(found)) => Ok(found),
-            Ok(Err(Failed)) => Err(sqlx::Error::Io(std::io::Error::other(
-                "the database statement this read shared failed (see the log)",
-            ))),
+            Ok(Err(Failed)) => Err(shared_failure()),
             // The statement's runner was cancelled with it: read alone.
             Err(_) => self.single(project, key).await,
         }
@@ -189,25 +187,31 @@ impl Lookups {
 
     /// Runs the statement(s) for `batch` and answers every waiter in it.
     async fn run(&self, batch: Vec<Waiter>) -> sqlx::Result<()> {
-        let batch = match <[Waiter; 1]>::try_from(batch) {
-            Err(batch) => batch,
-            Ok([one]) => {
-                let result = self.single(one.project, one.key).await;
-                return match result {
-                    Ok(found) => {
-                        let _ = one.reply.send(Ok(found));
-                        Ok(())
-                    }
-                    Err(e) => {
-                        let _ = one.reply.send(Err(Failed));
-                        Err(e)
-                    }
-                };
-            }
+        let rows = match &batch[..] {
+            [one] => self.single(one.project, one.key).await.map(|row| vec![row]),
+            _ => self.many(&batch).await,
         };
+        match rows {
+            Ok(rows) => {
+                for (w, row) in batch.into_iter().zip(rows) {
+                    let _ = w.reply.send(Ok(row));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for w in batch {
+                    let _ = w.reply.send(Err(Failed));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Many reads in one statement per kind of key; the rows in `batch`'s order.
+    async fn many(&self, batch: &[Waiter]) -> sqlx::Result<Vec<Option<SessionWithUser>>> {
         let mut hashes: Vec<Vec<u8>> = Vec::new();
         let mut ids: Vec<Uuid> = Vec::new();
-        for w in &batch {
+        for w in batch {
             match w.key {
                 SessionKey::TokenHash(h) => hashes.push(h.to_vec()),
                 SessionKey::Id(id) => ids.push(id),
@@ -222,26 +226,25 @@ impl Lookups {
         let found = self
             .direct
             .run(move |conn| select_many(conn, hashes.clone(), ids.clone()))
-            .await;
-        match found {
-            Ok(found) => {
-                for w in batch {
-                    let row = found
-                        .iter()
-                        .find(|f| f.answers(w.project, &w.key))
-                        .map(|f| f.row.clone());
-                    let _ = w.reply.send(Ok(row));
-                }
-                Ok(())
-            }
-            Err(e) => {
-                for w in batch {
-                    let _ = w.reply.send(Err(Failed));
-                }
-                Err(e)
-            }
-        }
+            .await?;
+        Ok(batch
+            .iter()
+            .map(|w| {
+                found
+                    .iter()
+                    .find(|f| f.answers(w.project, &w.key))
+                    .map(|f| f.row.clone())
+            })
+            .collect())
     }
+}
+
+/// The error of a read whose shared statement failed (the runner logged the cause): a
+/// connection-class error, so the request is answered 503.
+fn shared_failure() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::other(
+        "the database statement this read shared failed (see the log)",
+    ))
 }
 
 /// The sessions with any of these token hashes or ids, with their users and what
@@ -252,23 +255,27 @@ fn select_many(
     ids: Vec<Uuid>,
 ) -> Statement<'_, Vec<Found>> {
     Box::pin(async move {
-        let mut found: Vec<Found> = Vec::new();
+        let mut found = Vec::new();
         if !hashes.is_empty() {
-            found.extend(
-                sqlx::query_as::<_, Found>(super::sessions::SELECT_BY_TOKEN_HASHES)
-                    .bind(hashes)
-                    .fetch_all(&mut *conn)
-                    .await?,
-            );
+            found.extend(fetch(conn, super::sessions::SELECT_BY_TOKEN_HASHES, hashes).await?);
         }
         if !ids.is_empty() {
-            found.extend(
-                sqlx::query_as::<_, Found>(super::sessions::SELECT_BY_IDS)
-                    .bind(ids)
-                    .fetch_all(&mut *conn)
-                    .await?,
-            );
+            found.extend(fetch(conn, super::sessions::SELECT_BY_IDS, ids).await?);
         }
         Ok(found)
     })
+}
+
+async fn fetch<K>(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    keys: Vec<K>,
+) -> sqlx::Result<Vec<Found>>
+where
+    Vec<K>: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+{
+    sqlx::query_as::<_, Found>(sql)
+        .bind(keys)
+        .fetch_all(conn)
+        .await
 }
