@@ -85,14 +85,11 @@ pub async fn attest(
         None
     };
     let user = user_for(&state, &project, &profile, &attested).await?;
-    if existing
-        .as_ref()
-        .is_some_and(|(_, owner)| owner.user_id != user.user_id)
-    {
-        // A token of one user cannot add a factor to another user's session.
-        return Err(Error::SessionNotFound);
-    }
-    sessions::claims_fit(existing.as_ref(), req.session_custom_claims.as_ref())?;
+    sessions::before_spending(
+        existing.as_ref(),
+        user.user_id,
+        req.session_custom_claims.as_ref(),
+    )?;
     let token_id_hash = sha256(attested.token_id.as_bytes());
     if !store::token_profiles::consume_token_id(
         &state.db,

@@ -133,23 +133,21 @@ async fn authenticate(
     } else {
         None
     };
-    sessions::claims_fit(existing.as_ref(), req.session_custom_claims.as_ref())?;
     let now = state.clock.now();
-    if let Some((_, owner)) = &existing {
-        // A link of another user must not be spent on this session: looked up first (a
-        // link's user never changes, so the consume below cannot disagree).
-        let link_user =
-            store::magic_links::usable_for(&state.db, project.id.uuid, &hash_token(token), now)
-                .await?
-                .ok_or(Error::MagicLinkNotFound)?;
-        if link_user != owner.user_id {
-            return Err(Error::SessionNotFound);
-        }
-    }
-    let (link_id, user_id) =
-        store::magic_links::consume(&state.db, project.id.uuid, &hash_token(token), now)
-            .await?
-            .ok_or(Error::MagicLinkNotFound)?;
+    let hash = hash_token(token);
+    // The link's user is looked up first, so that a request refused for the session or the
+    // claims leaves the link usable (a link's user never changes: the consume agrees).
+    let link_user = store::magic_links::usable_for(&state.db, project.id.uuid, &hash, now)
+        .await?
+        .ok_or(Error::MagicLinkNotFound)?;
+    sessions::before_spending(
+        existing.as_ref(),
+        link_user,
+        req.session_custom_claims.as_ref(),
+    )?;
+    let (link_id, user_id) = store::magic_links::consume(&state.db, project.id.uuid, &hash, now)
+        .await?
+        .ok_or(Error::MagicLinkNotFound)?;
     let method_id = project.id.id(Kind::MagicLink, link_id);
     let mut detail = Map::new();
     detail.insert(

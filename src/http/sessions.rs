@@ -120,20 +120,31 @@ fn mint(state: &AppState, project: &Project, session: &Session, now: i64) -> Res
     minted
 }
 
-/// Checks, before a single-use token is spent on it, that `claims` would fit the session they
-/// are to be merged into (`existing`, or a new one): a request refused for its claims leaves
-/// the token usable. The merge under the session's lock checks again (a concurrent merge can
-/// still fill the session in between).
-pub fn claims_fit(
+/// What a sign-in with a new factor checks before its single-use token (a magic link, an
+/// attested token) is spent, so that a request refused for them leaves the token usable: the
+/// session presented (`existing`) is the user's own, and `claims` fit the session they are to
+/// be merged into (`existing`, or a new one). The merge under the session's lock checks the
+/// size again (a concurrent merge can still fill the session in between).
+pub fn before_spending(
     existing: Option<&(Session, UserRow)>,
+    user_id: Uuid,
     claims: Option<&Map<String, Value>>,
 ) -> Result<()> {
+    owned_by(existing, user_id)?;
     if let Some(patch) = claims {
         let empty = Map::new();
         let base = existing.map_or(&empty, |(s, _)| &s.custom_claims);
         merge_custom_claims(base, patch)?;
     }
     Ok(())
+}
+
+/// A factor of one user is never added to another user's session.
+fn owned_by(existing: Option<&(Session, UserRow)>, user_id: Uuid) -> Result<()> {
+    match existing {
+        Some((_, owner)) if owner.user_id != user_id => Err(Error::SessionNotFound),
+        _ => Ok(()),
+    }
 }
 
 /// What a sign-in with a new factor (a magic link, an attested token) produced: a session,
@@ -154,7 +165,8 @@ impl SignedIn {
 
 /// Signs `user` in with `factor`: into the session presented (`existing`, found by
 /// [`find`] from `presented_token` or a JWT), which must be the user's own; else into a new
-/// session when a duration is asked for; else nowhere.
+/// session when a duration is asked for; else nowhere. Callers check [`before_spending`]
+/// before they spend the factor's token.
 #[allow(clippy::too_many_arguments)]
 pub async fn sign_in(
     state: &AppState,
@@ -166,11 +178,8 @@ pub async fn sign_in(
     claims: Option<&Map<String, Value>>,
     factor: Factor,
 ) -> Result<SignedIn> {
+    owned_by(existing.as_ref(), user.user_id)?;
     Ok(match (existing, duration) {
-        // A factor of one user cannot be added to another user's session.
-        (Some((_, owner)), _) if owner.user_id != user.user_id => {
-            return Err(Error::SessionNotFound);
-        }
         (Some(found), _) => {
             let presented = presented_token.unwrap_or_default().to_string();
             let resumed = resume(
