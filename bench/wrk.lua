@@ -25,19 +25,13 @@ local diag = os.getenv("BENCH_DIAG")
 
 local random = math.random
 local format = string.format
+-- The shared parts (threads, diagnostics, the JSON summary), next to this file.
+local here = (debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./")
+local common = dofile(here .. "wrk_common.lua")
+local json_string = common.json_string
 
 local function user_id(j)
   return format("user-test-beec0000-0000-4000-8000-%012x", j)
-end
-
-local function json_string(s)
-  s = tostring(s)
-  s = s:gsub('[%c"\\]', function(c)
-    if c == '"' then return '\\"' end
-    if c == "\\" then return "\\\\" end
-    return format("\\u%04x", c:byte())
-  end)
-  return '"' .. s .. '"'
 end
 
 -- Static requests (built once per thread by wrk); dynamic ones define request() below.
@@ -58,19 +52,10 @@ end
 local jwts = {}
 local njwts = 0
 
-local threads = {}
-local counter = 0
-
-function setup(thread)
-  counter = counter + 1
-  thread:set("tid", counter)
-  table.insert(threads, thread)
-end
+setup = common.setup
 
 function init(args)
-  math.randomseed(os.time() * 1000 + (tid or 0) * 7919 + math.floor(os.clock() * 1e6))
-  -- Discard the first values (LuaJIT's generator is fine, this only decorrelates threads).
-  for _ = 1, 10 do random() end
+  common.init_thread()
   if mode == "jwt" then
     local f = assert(io.open(jwt_file, "r"), "cannot open BENCH_JWTS")
     for line in f:lines() do
@@ -82,9 +67,6 @@ function init(args)
     f:close()
     assert(njwts > 0, "no JWTs in " .. jwt_file)
   end
-  statuses = {}
-  samples = {}
-  nsamples = 0
 end
 
 if mode == "token" then
@@ -181,59 +163,7 @@ elseif mode == "list" then
 end
 
 if diag then
-  response = function(status, headers, body)
-    local key = tostring(status)
-    statuses[key] = (statuses[key] or 0) + 1
-    if status >= 400 and nsamples < 3 then
-      nsamples = nsamples + 1
-      local rid = headers["X-Request-Id"] or headers["x-request-id"] or ""
-      samples[nsamples] = key .. " " .. rid .. " " .. string.sub(body or "", 1, 600)
-    end
-  end
+  response = common.diag_response
 end
 
-function done(summary, latency, requests)
-  local e = summary.errors
-  local parts = {
-    '"mode":' .. json_string(mode),
-    '"duration_us":' .. summary.duration,
-    '"requests":' .. summary.requests,
-    '"bytes":' .. summary.bytes,
-    '"errors_connect":' .. e.connect,
-    '"errors_read":' .. e.read,
-    '"errors_write":' .. e.write,
-    '"errors_status":' .. e.status,
-    '"errors_timeout":' .. e.timeout,
-    '"latency_mean_us":' .. format("%.1f", latency.mean),
-    '"latency_max_us":' .. latency.max,
-    '"p50_us":' .. latency:percentile(50),
-    '"p90_us":' .. latency:percentile(90),
-    '"p99_us":' .. latency:percentile(99),
-    '"p999_us":' .. latency:percentile(99.9),
-  }
-  if diag then
-    local counts, texts = {}, {}
-    for _, t in ipairs(threads) do
-      for k, v in pairs(t:get("statuses") or {}) do
-        counts[k] = (counts[k] or 0) + v
-      end
-      for _, s in ipairs(t:get("samples") or {}) do
-        table.insert(texts, json_string(s))
-      end
-    end
-    local c = {}
-    for k, v in pairs(counts) do
-      table.insert(c, json_string(k) .. ":" .. v)
-    end
-    table.insert(parts, '"statuses":{' .. table.concat(c, ",") .. "}")
-    table.insert(parts, '"samples":[' .. table.concat(texts, ",") .. "]")
-  end
-  local text = "{" .. table.concat(parts, ",") .. "}\n"
-  if out then
-    local f = assert(io.open(out, "w"))
-    f:write(text)
-    f:close()
-  else
-    io.write(text)
-  end
-end
+done = common.done(mode, out, diag)

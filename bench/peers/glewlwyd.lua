@@ -18,15 +18,9 @@ local mode = "refresh_token"
 local random = math.random
 local format = string.format
 
-local function json_string(s)
-  s = tostring(s)
-  s = s:gsub('[%c"\\]', function(c)
-    if c == '"' then return '\\"' end
-    if c == "\\" then return "\\\\" end
-    return format("\\u%04x", c:byte())
-  end)
-  return '"' .. s .. '"'
-end
+-- The shared parts (threads, diagnostics, the JSON summary): bench/wrk_common.lua.
+local here = (debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./")
+local common = dofile(here .. "../wrk_common.lua")
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
@@ -37,18 +31,10 @@ end
 local tokens = {}
 local ntokens = 0
 
-local threads = {}
-local counter = 0
-
-function setup(thread)
-  counter = counter + 1
-  thread:set("tid", counter)
-  table.insert(threads, thread)
-end
+setup = common.setup
 
 function init(args)
-  math.randomseed(os.time() * 1000 + (tid or 0) * 7919 + math.floor(os.clock() * 1e6))
-  for _ = 1, 10 do random() end
+  common.init_thread()
   local f = assert(io.open(pool_file or "", "r"), "cannot open BENCH_GLW_POOL")
   for line in f:lines() do
     if #line > 0 then
@@ -59,9 +45,6 @@ function init(args)
   end
   f:close()
   assert(ntokens > 0, "no refresh tokens in " .. tostring(pool_file))
-  statuses = {}
-  samples = {}
-  nsamples = 0
 end
 
 request = function()
@@ -70,58 +53,7 @@ request = function()
 end
 
 if diag then
-  response = function(status, headers, body)
-    local key = tostring(status)
-    statuses[key] = (statuses[key] or 0) + 1
-    if status >= 400 and nsamples < 3 then
-      nsamples = nsamples + 1
-      samples[nsamples] = key .. " " .. string.sub(body or "", 1, 600)
-    end
-  end
+  response = common.diag_response
 end
 
-function done(summary, latency, requests)
-  local e = summary.errors
-  local parts = {
-    '"mode":' .. json_string(mode),
-    '"duration_us":' .. summary.duration,
-    '"requests":' .. summary.requests,
-    '"bytes":' .. summary.bytes,
-    '"errors_connect":' .. e.connect,
-    '"errors_read":' .. e.read,
-    '"errors_write":' .. e.write,
-    '"errors_status":' .. e.status,
-    '"errors_timeout":' .. e.timeout,
-    '"latency_mean_us":' .. format("%.1f", latency.mean),
-    '"latency_max_us":' .. latency.max,
-    '"p50_us":' .. latency:percentile(50),
-    '"p90_us":' .. latency:percentile(90),
-    '"p99_us":' .. latency:percentile(99),
-    '"p999_us":' .. latency:percentile(99.9),
-  }
-  if diag then
-    local counts, texts = {}, {}
-    for _, t in ipairs(threads) do
-      for k, v in pairs(t:get("statuses") or {}) do
-        counts[k] = (counts[k] or 0) + v
-      end
-      for _, s in ipairs(t:get("samples") or {}) do
-        table.insert(texts, json_string(s))
-      end
-    end
-    local c = {}
-    for k, v in pairs(counts) do
-      table.insert(c, json_string(k) .. ":" .. v)
-    end
-    table.insert(parts, '"statuses":{' .. table.concat(c, ",") .. "}")
-    table.insert(parts, '"samples":[' .. table.concat(texts, ",") .. "]")
-  end
-  local text = "{" .. table.concat(parts, ",") .. "}\n"
-  if out then
-    local f = assert(io.open(out, "w"))
-    f:write(text)
-    f:close()
-  else
-    io.write(text)
-  end
-end
+done = common.done(mode, out, diag)
