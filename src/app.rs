@@ -371,11 +371,9 @@ pub fn router(state: AppState) -> Router {
         .merge(http::ops::routes())
         .merge(http::rbac::routes())
         .merge(http::revocations::routes())
-        .route_layer(axum::middleware::from_fn(record_route))
+        .route_layer(tower::layer::layer_fn(RecordRoute))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), read_body))
-        .layer(from_fn_with_state(state.clone(), deadline))
         .layer(from_fn_with_state(state.clone(), request_context))
         .with_state(state)
 }
@@ -400,13 +398,19 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
         .filter(|v| request_id::acceptable(v));
     let id = match incoming {
         Some(id) => id.to_string(),
-        None => format(Kind::Request, env_hint(&req), Uuid::new_v4()),
+        None => format(
+            Kind::Request,
+            env_hint(&req),
+            crate::domain::ids::request_uuid(),
+        ),
     };
     let context = request_id::Context::new(id);
     let method = req.method().clone();
     let span = tracing::debug_span!("request", id = %context.id, method = %method, path = %req.uri().path());
     let started = Instant::now();
-    let mut response = request_id::scope(context.clone(), next.run(req).instrument(span)).await;
+    let feed = req.uri().path().starts_with(http::revocations::PREFIX);
+    let bounded = within_deadline(&state, feed, read_body(&state, req, next));
+    let mut response = request_id::scope(context.clone(), bounded.instrument(span)).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state
@@ -429,12 +433,30 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
     response
 }
 
-/// Records the matched route template for the access log and the metrics.
-async fn record_route(req: Request, next: Next) -> Response {
-    if let Some(path) = req.extensions().get::<axum::extract::MatchedPath>() {
-        request_id::set_route(path.as_str());
+/// Records the matched route template for the access log and the metrics: a layer on every
+/// route (only there is the template known), a plain service wrapper so that it adds no
+/// boxed future of its own to every request.
+#[derive(Clone)]
+struct RecordRoute<S>(S);
+
+impl<S: tower::Service<Request>> tower::Service<Request> for RecordRoute<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
     }
-    next.run(req).await
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if let Some(path) = req.extensions().get::<axum::extract::MatchedPath>() {
+            request_id::set_route(path.as_str());
+        }
+        self.0.call(req)
+    }
 }
 
 /// The environment for the request id: the caller's project if it says, else `test`.
@@ -457,14 +479,20 @@ fn env_hint(req: &Request) -> Env {
     }
 }
 
-/// A request that runs past the deadline is answered 503; the caller may retry.
-async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// A request that runs past the deadline is answered 503; the caller may retry. The
+/// request-context layer runs this (and `read_body`) itself rather than as layers of their
+/// own: each `from_fn` layer boxes and copies the request's future once more.
+async fn within_deadline(
+    state: &AppState,
+    feed: bool,
+    served: impl Future<Output = Response>,
+) -> Response {
     // The feed's long-polls bound their own wait (at most 30 s) and its streams are meant
     // to last.
-    if req.uri().path().starts_with(http::revocations::PREFIX) {
-        return next.run(req).await;
+    if feed {
+        return served.await;
     }
-    match tokio::time::timeout(state.settings.request_timeout, next.run(req)).await {
+    match tokio::time::timeout(state.settings.request_timeout, served).await {
         Ok(r) => r,
         Err(_) => Error::ServiceUnavailable.into_response(),
     }
@@ -472,7 +500,7 @@ async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Re
 
 /// Reads the whole body (up to the limit) before any handler runs, on every path: a body
 /// left unread poisons the next request on a kept-alive connection.
-async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn read_body(state: &AppState, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers

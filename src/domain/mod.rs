@@ -55,12 +55,26 @@ pub fn rfc3339(unix: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let (hour, minute, second) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if !(0..=9999).contains(&year) {
+        return format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z");
+    }
+    // Digits written by hand: several timestamps go out with every authenticate, and
+    // `format!` cost more than the rest of building the claims.
+    let mut out = *b"0000-00-00T00:00:00Z";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, hour);
+    put(14, 2, minute);
+    put(17, 2, second);
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 #[cfg(test)]
@@ -73,6 +87,9 @@ mod tests {
         assert_eq!(rfc3339(1_795_637_650), "2026-11-25T20:14:10Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(253_402_300_800), "10000-01-01T00:00:00Z");
     }
 
     #[test]

@@ -300,7 +300,8 @@ async fn lookup(
     }
     let now = state.clock.now();
     if !project.policy.is_active(&session.times(), now) {
-        notice_policy_end(state, project, &session, now).await;
+        // Rare, and a transaction: boxed so that every lookup's future stays small.
+        Box::pin(notice_policy_end(state, project, &session, now)).await;
         return Err(Error::SessionNotFound);
     }
     Ok((session, user))
@@ -383,47 +384,12 @@ pub async fn resume(
     let session = if duration.is_none() && claims.is_none() && factor.is_none() {
         touched(state, session, now)
     } else {
-        let locked = store::sessions::lock(&state.db, project.id.uuid, session.id)
-            .await?
-            .ok_or(Error::SessionNotFound)?;
-        let mut current = session_from_row(locked.row.clone(), user.user_id)?;
-        current.roles = session.roles;
-        if let Some(at) = state.touches.pending(current.id) {
-            current.last_accessed_at = current.last_accessed_at.max(at);
-        }
-        if !project.policy.is_active(&current.times(), now) {
-            return Err(Error::SessionNotFound);
-        }
-        let before = (
-            current.expires_at,
-            current.custom_claims.clone(),
-            current.factors.clone(),
-        );
-        current.last_accessed_at = now;
-        if let Some(d) = duration {
-            current.expires_at = project.policy.expiry(current.started_at, now, d);
-        }
-        if let Some(patch) = claims {
-            current.custom_claims = merge_custom_claims(&current.custom_claims, patch)?;
-        }
-        if let Some(f) = factor {
-            add_factor(&mut current.factors, f)?;
-        }
-        if before
-            == (
-                current.expires_at,
-                current.custom_claims.clone(),
-                current.factors.clone(),
-            )
-        {
-            // Nothing durable changed: release the lock and write the touch behind.
-            drop(locked);
-            touched(state, current, now)
-        } else {
-            locked.save(&session_to_row(&current)?).await?;
-            state.touches.forget(current.id);
-            current
-        }
+        // A transaction, and the rarer path: boxed so that every authenticate's future
+        // (built, boxed and moved for each request) does not carry its size.
+        Box::pin(change(
+            state, project, session, &user, now, duration, claims, factor,
+        ))
+        .await?
     };
     let session_jwt = mint(state, project, &session, now)?;
     Ok(Authenticated {
@@ -432,6 +398,62 @@ pub async fn resume(
         session_jwt,
         user,
     })
+}
+
+/// `resume`'s durable path: under the session's row lock, apply the extension, the claims
+/// and the factor; written only when one of them changed anything.
+#[allow(clippy::too_many_arguments)]
+async fn change(
+    state: &AppState,
+    project: &Project,
+    session: Session,
+    user: &UserRow,
+    now: i64,
+    duration: Option<SessionDuration>,
+    claims: Option<&Map<String, Value>>,
+    factor: Option<Factor>,
+) -> Result<Session> {
+    let locked = store::sessions::lock(&state.db, project.id.uuid, session.id)
+        .await?
+        .ok_or(Error::SessionNotFound)?;
+    let mut current = session_from_row(locked.row.clone(), user.user_id)?;
+    current.roles = session.roles;
+    if let Some(at) = state.touches.pending(current.id) {
+        current.last_accessed_at = current.last_accessed_at.max(at);
+    }
+    if !project.policy.is_active(&current.times(), now) {
+        return Err(Error::SessionNotFound);
+    }
+    let before = (
+        current.expires_at,
+        current.custom_claims.clone(),
+        current.factors.clone(),
+    );
+    current.last_accessed_at = now;
+    if let Some(d) = duration {
+        current.expires_at = project.policy.expiry(current.started_at, now, d);
+    }
+    if let Some(patch) = claims {
+        current.custom_claims = merge_custom_claims(&current.custom_claims, patch)?;
+    }
+    if let Some(f) = factor {
+        add_factor(&mut current.factors, f)?;
+    }
+    if before
+        == (
+            current.expires_at,
+            current.custom_claims.clone(),
+            current.factors.clone(),
+        )
+    {
+        // Nothing durable changed: release the lock and write the touch behind.
+        drop(locked);
+        Ok(touched(state, current, now))
+    } else {
+        locked.save(&session_to_row(&current)?).await?;
+        state.touches.forget(current.id);
+        Ok(current)
+    }
 }
 
 /// A session authenticated at `now` with nothing else changed: the touch is written behind.
@@ -507,7 +529,8 @@ async fn authenticate(
     let claims = req.session_custom_claims.as_ref();
     let Some(check) = check else {
         if let (Some(d), None) = (duration, claims)
-            && let Some(done) = extend(&state, &project, &key, presented.clone(), d).await?
+            && let Some(done) =
+                Box::pin(extend(&state, &project, &key, presented.clone(), d)).await?
         {
             return Ok(render(done.body(&project)));
         }

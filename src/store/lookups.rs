@@ -135,7 +135,9 @@ impl Lookups {
                 // Ours was taken by a statement in flight: its runner answers.
                 break;
             }
-            let outcome = self.run(batch).await;
+            // Boxed, here and for the lone read: the statement's future is large and runs
+            // once per batch, while this future is built and moved for every read.
+            let outcome = Box::pin(self.run(batch)).await;
             match (answer.try_recv(), outcome) {
                 (Ok(Ok(found)), _) => return Ok(found),
                 // Ours was in the statement that failed: the runner has the error itself.
@@ -163,7 +165,7 @@ impl Lookups {
             Ok(Ok(found)) => Ok(found),
             Ok(Err(Failed)) => Err(shared_failure()),
             // The statement's runner was cancelled with it: read alone.
-            Err(_) => self.single(project, key).await,
+            Err(_) => Box::pin(self.single(project, key)).await,
         }
     }
 

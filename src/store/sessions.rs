@@ -122,7 +122,9 @@ pub async fn get(
 ) -> sqlx::Result<Option<SessionWithUser>> {
     match db {
         Db::Postgres(pg) => pg.lookups.get(project, *key).await,
-        Db::Sqlite(pool) => select!(key, project, pool),
+        // Boxed: sqlx's query future is several kilobytes, and every layer above would
+        // otherwise carry (and move) it.
+        Db::Sqlite(pool) => Box::pin(async move { select!(key, project, pool) }).await,
     }
 }
 
