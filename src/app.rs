@@ -466,11 +466,9 @@ fn env_hint(req: &Request) -> Env {
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
+        // Only the first 15 bytes matter ("project-live-" is 13): 20 base64 characters.
+        .and_then(|b| b.trim().get(..20))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .is_some_and(|d| d.starts_with(b"project-live-"));
     if live_basic || req.uri().path().contains("project-live-") {
         Env::Live

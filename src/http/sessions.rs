@@ -57,6 +57,7 @@ pub struct AuthBody<'a> {
     pub method_id: Option<String>,
     pub session: Option<SessionView<'a>>,
     pub session_token: &'a str,
+    #[serde(serialize_with = "views::jwt_text")]
     pub session_jwt: &'a str,
     pub user: UserView<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
