@@ -16,6 +16,8 @@
 //! failed gets a connection-class error (a 503), and the runner, which saw the failure,
 //! logs it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -135,8 +137,8 @@ impl Lookups {
                 // Ours was taken by a statement in flight: its runner answers.
                 break;
             }
-            // Boxed, here and for the lone read: the statement's future is large and runs
-            // once per batch, while this future is built and moved for every read.
+            // Boxed (as `single` is): the statement's future is large and runs once per
+            // batch, while this future is built and moved for every read.
             let outcome = Box::pin(self.run(batch)).await;
             match (answer.try_recv(), outcome) {
                 (Ok(Ok(found)), _) => return Ok(found),
@@ -165,7 +167,7 @@ impl Lookups {
             Ok(Ok(found)) => Ok(found),
             Ok(Err(Failed)) => Err(shared_failure()),
             // The statement's runner was cancelled with it: read alone.
-            Err(_) => Box::pin(self.single(project, key)).await,
+            Err(_) => self.single(project, key).await,
         }
     }
 
@@ -173,18 +175,22 @@ impl Lookups {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One read alone, as the prepared single-row statement.
-    async fn single(
+    /// One read alone, as the prepared single-row statement. Boxed here, for every caller:
+    /// the statement's future is large, and `get`'s future (built and moved for every read)
+    /// would otherwise carry it.
+    fn single(
         &self,
         project: Uuid,
         key: SessionKey,
-    ) -> sqlx::Result<Option<SessionWithUser>> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
-        self.direct
-            .run(move |conn| {
-                Box::pin(async move { super::sessions::select_one(conn, project, &key).await })
-            })
-            .await
+    ) -> Pin<Box<dyn Future<Output = sqlx::Result<Option<SessionWithUser>>> + Send + '_>> {
+        Box::pin(async move {
+            self.statements.fetch_add(1, Ordering::Relaxed);
+            self.direct
+                .run(move |conn| {
+                    Box::pin(async move { super::sessions::select_one(conn, project, &key).await })
+                })
+                .await
+        })
     }
 
     /// Runs the statement(s) for `batch` and answers every waiter in it.
