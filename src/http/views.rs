@@ -71,8 +71,6 @@ fn metadata(text: &str) -> &RawValue {
         })
 }
 
-/// The roles a user holds under the project's policy: `stytch_user` and the assigned roles
-/// the policy defines.
 /// A JWT as a JSON string, written as is rather than scanned for characters to escape: a
 /// compact JWS is base64url and dots, more than half of an authenticate's response, and the
 /// scan cost more than building the rest of the body. Anything that is not plainly a JSON
@@ -90,6 +88,8 @@ pub fn jwt_text<S: serde::Serializer>(jwt: &&str, serializer: S) -> Result<S::Ok
     serializer.serialize_str(jwt)
 }
 
+/// The roles a user holds under the project's policy: `stytch_user` and the assigned roles
+/// the policy defines.
 pub fn roles(project: &Project, u: &UserRow) -> Vec<String> {
     let assigned: Vec<String> = serde_json::from_str(&u.user_roles).unwrap_or_default();
     project.rbac.roles_of(&assigned)
