@@ -25,7 +25,7 @@ log() { printf '[instructions %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 command -v valgrind >/dev/null || {
   log "installing valgrind (apt-get)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 }
 if [[ ! -x $BIN ]]; then
   log "building the release binary"
