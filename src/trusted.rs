@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use jsonwebtoken::jwk::JwkSet;
@@ -22,13 +21,18 @@ use crate::store::token_profiles::ProfileRow;
 pub const LEEWAY_SECONDS: i64 = 30;
 /// The most a provider's JWKS may weigh.
 const JWKS_MAX_BYTES: usize = 64 * 1024;
-/// A provider's JWKS is kept for its `Cache-Control: max-age`, within these bounds
-/// (300 s when it sends none).
-const MIN_MAX_AGE: Duration = Duration::from_secs(60);
-const MAX_MAX_AGE: Duration = Duration::from_secs(86_400);
-const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
-/// An unknown `kid` refetches the JWKS at most this often.
-const REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+/// A provider's JWKS is kept for its `Cache-Control: max-age`, within these bounds, in
+/// seconds (300 when it sends none).
+const MIN_MAX_AGE: i64 = 60;
+const MAX_MAX_AGE: i64 = 86_400;
+const DEFAULT_MAX_AGE: i64 = 300;
+/// An unknown `kid` refetches the JWKS at most this often (seconds).
+const REFETCH_COOLDOWN: i64 = 30;
+/// After a failed fetch nothing is fetched for this long, doubling with each failure in a
+/// row up to the cap (seconds): a provider that is down is not hit once per attest, and an
+/// attest meanwhile answers at once (the cached copy, or 503) instead of waiting 5 s.
+const RETRY_FIRST: i64 = 2;
+const RETRY_CAP: i64 = 60;
 
 const ACCEPTED: &[Algorithm] = &[
     Algorithm::RS256,
@@ -55,23 +59,124 @@ pub struct Attested {
     pub expires_at: i64,
 }
 
-struct Cached {
-    keys: Arc<JwkSet>,
-    fetched: Instant,
-    max_age: Duration,
-    last_forced: Option<Instant>,
+/// One profile's JWKS URL: the last good copy and the state of fetching it. Times are the
+/// server's clock (unix seconds), so tests move them.
+struct Entry {
+    url: String,
+    keys: Option<Arc<JwkSet>>,
+    fetched_at: i64,
+    max_age: i64,
+    last_forced: Option<i64>,
+    /// Failed fetches in a row, the last one's reason, and when the next may be tried.
+    failures: u32,
+    last_error: String,
+    retry_at: i64,
+    /// Held by the one request fetching this URL; the others use the cached copy, or wait
+    /// for that fetch when there is none, instead of fetching too.
+    fetching: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Entry {
+    fn new(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            keys: None,
+            fetched_at: 0,
+            max_age: 0,
+            last_forced: None,
+            failures: 0,
+            last_error: String::new(),
+            retry_at: i64::MIN,
+            fetching: Arc::default(),
+        }
+    }
+}
+
+/// What the cache says to do for one token.
+enum Plan {
+    Use(Arc<JwkSet>),
+    Unavailable(String),
+    Fetch {
+        cached: Option<Arc<JwkSet>>,
+        fetching: Arc<tokio::sync::Mutex<()>>,
+    },
 }
 
 /// Providers' JWKS documents, per profile.
 #[derive(Default)]
 pub struct ProviderKeys {
-    cache: Mutex<HashMap<Uuid, Cached>>,
+    cache: Mutex<HashMap<Uuid, Entry>>,
 }
 
 impl ProviderKeys {
+    fn plan(&self, profile: Uuid, url: &str, kid: Option<&str>, now: i64) -> Plan {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = cache.entry(profile).or_insert_with(|| Entry::new(url));
+        if entry.url != url {
+            *entry = Entry::new(url);
+        }
+        let stale = now >= entry.fetched_at.saturating_add(entry.max_age);
+        let unknown = kid.is_some_and(|k| entry.keys.as_ref().is_some_and(|s| s.find(k).is_none()));
+        let may_force = entry
+            .last_forced
+            .is_none_or(|t| now >= t.saturating_add(REFETCH_COOLDOWN));
+        let force = unknown && may_force;
+        if !(stale || force) || now < entry.retry_at {
+            return match &entry.keys {
+                Some(keys) => Plan::Use(keys.clone()),
+                None => Plan::Unavailable(format!(
+                    "{} (retried in at most {} s)",
+                    entry.last_error,
+                    entry.retry_at - now
+                )),
+            };
+        }
+        if force {
+            entry.last_forced = Some(now);
+        }
+        Plan::Fetch {
+            cached: entry.keys.clone(),
+            fetching: entry.fetching.clone(),
+        }
+    }
+
+    /// Records a fetch's outcome; returns the keys to use.
+    fn settle(
+        &self,
+        profile: Uuid,
+        url: &str,
+        outcome: Result<(JwkSet, i64), String>,
+        now: i64,
+    ) -> Result<Arc<JwkSet>, String> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = cache.entry(profile).or_insert_with(|| Entry::new(url));
+        if entry.url != url {
+            *entry = Entry::new(url);
+        }
+        match outcome {
+            Ok((keys, max_age)) => {
+                let keys = Arc::new(keys);
+                entry.keys = Some(keys.clone());
+                entry.fetched_at = now;
+                entry.max_age = max_age;
+                entry.failures = 0;
+                entry.retry_at = i64::MIN;
+                Ok(keys)
+            }
+            Err(e) => {
+                entry.failures = entry.failures.saturating_add(1);
+                let shift = (entry.failures - 1).min(16);
+                entry.retry_at = now + (RETRY_FIRST << shift).min(RETRY_CAP);
+                entry.last_error = e.clone();
+                entry.keys.clone().ok_or(e)
+            }
+        }
+    }
+
     /// The profile's JWKS: cached while fresh; fetched again when stale, or (at most once per
-    /// cooldown) when a token names a `kid` it lacks. The last good copy is used when the
-    /// provider cannot be reached.
+    /// cooldown) when a token names a `kid` it lacks. One request at a time fetches a URL;
+    /// after a failure the next attempt waits (see `RETRY_FIRST`), and the last good copy is
+    /// used while the provider cannot be reached.
     async fn jwks(
         &self,
         http: &reqwest::Client,
@@ -79,62 +184,50 @@ impl ProviderKeys {
         url: &str,
         kid: Option<&str>,
         profile_id: &str,
+        now: i64,
     ) -> Result<Arc<JwkSet>, Error> {
-        let (cached, must_fetch) = {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            match cache.get_mut(&profile.id) {
-                Some(c) => {
-                    let stale = c.fetched.elapsed() >= c.max_age;
-                    let unknown = kid.is_some_and(|k| c.keys.find(k).is_none());
-                    let may_force = c
-                        .last_forced
-                        .is_none_or(|t| t.elapsed() >= REFETCH_COOLDOWN);
-                    let force = unknown && may_force;
-                    if force {
-                        c.last_forced = Some(Instant::now());
-                    }
-                    (Some(c.keys.clone()), stale || force)
+        let unavailable = |why: &str| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "trusted_auth_token_jwks_unavailable",
+                format!(
+                    "The JWKS of trusted auth token profile {profile_id} could not be fetched: {why}"
+                ),
+            )
+        };
+        let (cached, fetching) = match self.plan(profile.id, url, kid, now) {
+            Plan::Use(keys) => return Ok(keys),
+            Plan::Unavailable(why) => return Err(unavailable(&why)),
+            Plan::Fetch { cached, fetching } => (cached, fetching),
+        };
+        let _turn = match cached {
+            // Another request is fetching it: the cached copy serves meanwhile.
+            Some(keys) => match fetching.try_lock_owned() {
+                Ok(turn) => turn,
+                Err(_) => return Ok(keys),
+            },
+            // Nothing cached: wait for the fetch under way, then look again (it has filled
+            // the cache or set the time of the next attempt).
+            None => {
+                let turn = fetching.lock_owned().await;
+                match self.plan(profile.id, url, kid, now) {
+                    Plan::Use(keys) => return Ok(keys),
+                    Plan::Unavailable(why) => return Err(unavailable(&why)),
+                    Plan::Fetch { .. } => turn,
                 }
-                None => (None, true),
             }
         };
-        if !must_fetch && let Some(keys) = cached {
-            return Ok(keys);
+        let outcome = fetch(http, url).await;
+        if let Err(e) = &outcome {
+            tracing::warn!(profile = profile_id, error = %e, "provider JWKS could not be fetched");
         }
-        match fetch(http, url).await {
-            Ok((keys, max_age)) => {
-                let keys = Arc::new(keys);
-                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                let last_forced = cache.get(&profile.id).and_then(|c| c.last_forced);
-                cache.insert(
-                    profile.id,
-                    Cached {
-                        keys: keys.clone(),
-                        fetched: Instant::now(),
-                        max_age,
-                        last_forced,
-                    },
-                );
-                Ok(keys)
-            }
-            Err(e) => match cached {
-                Some(keys) => {
-                    tracing::warn!(profile = profile_id, error = %e, "provider JWKS unreachable; using the cached copy");
-                    Ok(keys)
-                }
-                None => Err(refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "trusted_auth_token_jwks_unavailable",
-                    format!(
-                        "The JWKS of trusted auth token profile {profile_id} could not be fetched: {e}"
-                    ),
-                )),
-            },
-        }
+        self.settle(profile.id, url, outcome, now)
+            .map_err(|e| unavailable(&e))
     }
 }
 
-async fn fetch(http: &reqwest::Client, url: &str) -> Result<(JwkSet, Duration), String> {
+/// The JWKS at `url` and how long it may be kept (seconds).
+async fn fetch(http: &reqwest::Client, url: &str) -> Result<(JwkSet, i64), String> {
     let mut response = http.get(url).send().await.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
         return Err(format!("{url} answered {}", response.status()));
@@ -148,7 +241,9 @@ async fn fetch(http: &reqwest::Client, url: &str) -> Result<(JwkSet, Duration), 
                 .find_map(|d| d.trim().strip_prefix("max-age=")?.parse::<u64>().ok())
         })
         .map_or(DEFAULT_MAX_AGE, |s| {
-            Duration::from_secs(s).clamp(MIN_MAX_AGE, MAX_MAX_AGE)
+            i64::try_from(s)
+                .unwrap_or(MAX_MAX_AGE)
+                .clamp(MIN_MAX_AGE, MAX_MAX_AGE)
         });
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
@@ -169,9 +264,10 @@ async fn candidates(
     alg: Algorithm,
     kid: Option<&str>,
     profile_id: &str,
+    now: i64,
 ) -> Result<Vec<DecodingKey>, Error> {
     if let Some(url) = &profile.jwks_url {
-        let set = keys.jwks(http, profile, url, kid, profile_id).await?;
+        let set = keys.jwks(http, profile, url, kid, profile_id, now).await?;
         let chosen: Vec<DecodingKey> = set
             .keys
             .iter()
@@ -243,6 +339,7 @@ pub async fn verify(
         header.alg,
         header.kid.as_deref(),
         profile_id,
+        now,
     )
     .await?;
     if candidates.is_empty() {

@@ -2,7 +2,7 @@
 //! 127.0.0.1) become sessions, checked against a trusted auth token profile.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::routing::get;
@@ -20,6 +20,8 @@ struct Provider {
     kid: String,
     jwks_url: String,
     fetches: Arc<AtomicUsize>,
+    /// While set, the JWKS URL answers 500.
+    failing: Arc<AtomicBool>,
 }
 
 impl Provider {
@@ -32,13 +34,18 @@ impl Provider {
             "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
         }]});
         let fetches = Arc::new(AtomicUsize::new(0));
-        let counter = fetches.clone();
+        let failing = Arc::new(AtomicBool::new(false));
+        let (counter, fail) = (fetches.clone(), failing.clone());
         let app = Router::new().route(
             "/jwks.json",
             get(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
+                let status = match fail.load(Ordering::SeqCst) {
+                    true => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    false => axum::http::StatusCode::OK,
+                };
                 let body = jwks.to_string();
-                async move { ([("cache-control", "public, max-age=600")], body) }
+                async move { (status, [("cache-control", "public, max-age=600")], body) }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -49,6 +56,7 @@ impl Provider {
             kid,
             jwks_url: format!("http://{addr}/jwks.json"),
             fetches,
+            failing,
         }
     }
 
@@ -463,4 +471,89 @@ async fn an_unreachable_jwks_is_a_clear_503_and_an_unknown_kid_refetches_once() 
     }
     // First use fetched it; the unknown kid forced one more fetch, then the cooldown holds.
     assert_eq!(idp.fetches.load(Ordering::SeqCst), 2);
+}
+
+/// `n` attests at once, each with a token of its own; their statuses.
+async fn attest_at_once(
+    app: &Arc<TestApp>,
+    idp: &Provider,
+    profile_id: &str,
+    n: usize,
+) -> Vec<u16> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let token = idp.sign(&claims(app, "ada@example.com"));
+        let (app, profile_id) = (app.clone(), profile_id.to_string());
+        set.spawn(async move {
+            app.post(
+                "/v1/sessions/attest",
+                json!({"profile_id": profile_id, "token": token}),
+            )
+            .await
+            .status
+            .as_u16()
+        });
+    }
+    set.join_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_request_fetches_a_jwks_and_a_failing_provider_is_retried_after_a_pause() {
+    let app = Arc::new(TestApp::new().await);
+    app.user("ada@example.com").await;
+    let fetches = |idp: &Provider| idp.fetches.load(Ordering::SeqCst);
+
+    // First use by many requests at once: one fetch, all verified.
+    let idp = Provider::start().await;
+    let profile_id = profile(&app, &idp, |_| {}).await;
+    let statuses = attest_at_once(&app, &idp, &profile_id, 16).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(fetches(&idp), 1);
+
+    // A provider that fails from the start: one fetch for a burst and for the requests after
+    // it, each answered 503 at once; nothing more until the pause is over.
+    let down = Provider::start().await;
+    down.failing.store(true, Ordering::SeqCst);
+    let profile_id = profile(&app, &down, |_| {}).await;
+    let statuses = attest_at_once(&app, &down, &profile_id, 16).await;
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    for _ in 0..3 {
+        let token = down.sign(&claims(&app, "ada@example.com"));
+        let r = app
+            .post(
+                "/v1/sessions/attest",
+                json!({"profile_id": profile_id, "token": token}),
+            )
+            .await;
+        let message = r.error(503, "trusted_auth_token_jwks_unavailable")["error_message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains("500"), "{message}");
+    }
+    assert_eq!(fetches(&down), 1);
+    // The pause doubles with each failure in a row: 2 s, then 4 s.
+    app.advance(2);
+    attest_at_once(&app, &down, &profile_id, 4).await;
+    assert_eq!(fetches(&down), 2);
+    app.advance(3);
+    attest_at_once(&app, &down, &profile_id, 4).await;
+    assert_eq!(fetches(&down), 2, "4 s after the second failure, not 3");
+    // Back up: the first attest after the pause fetches and verifies.
+    down.failing.store(false, Ordering::SeqCst);
+    app.advance(1);
+    let statuses = attest_at_once(&app, &down, &profile_id, 4).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(fetches(&down), 3);
+
+    // A stale copy and a provider gone: the copy serves, refetched once per pause.
+    down.failing.store(true, Ordering::SeqCst);
+    app.advance(600);
+    let statuses = attest_at_once(&app, &down, &profile_id, 8).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(fetches(&down), 4);
+    app.advance(1);
+    let statuses = attest_at_once(&app, &down, &profile_id, 4).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(fetches(&down), 4);
 }
