@@ -108,27 +108,45 @@ pub async fn attest(
             ),
         ));
     }
-    let user = apply_roles(&state, &project, user, &attested.role_ids).await?;
+    // Past this point the token is spent.
+    let done = async {
+        let user = apply_roles(&state, &project, user, &attested.role_ids).await?;
 
-    let mut detail = Map::new();
-    detail.insert(
-        "trusted_auth_token_factor".into(),
-        json!({ "token_id": attested.token_id }),
-    );
-    let factor = Factor::new("trusted_auth_token", "trusted_token_exchange", now, detail);
-    let claims = req.session_custom_claims.as_ref();
-    let user_id = project.id.id(Kind::User, user.user_id);
-    let done = sessions::sign_in(
-        &state,
-        &project,
-        user,
-        existing,
-        session_token,
-        duration,
-        claims,
-        factor,
-    )
-    .await?;
+        let mut detail = Map::new();
+        detail.insert(
+            "trusted_auth_token_factor".into(),
+            json!({ "token_id": attested.token_id }),
+        );
+        let factor = Factor::new("trusted_auth_token", "trusted_token_exchange", now, detail);
+        let claims = req.session_custom_claims.as_ref();
+        let user_id = project.id.id(Kind::User, user.user_id);
+        let done = sessions::sign_in(
+            &state,
+            &project,
+            user,
+            existing,
+            session_token,
+            duration,
+            claims,
+            factor,
+        )
+        .await?;
+        Ok::<_, Error>((user_id, done))
+    }
+    .await;
+    if let Err(e) = &done
+        && e.status_and_type().0.is_client_error()
+    {
+        // Refused before anything was written (the session ended meanwhile, or a concurrent
+        // claim merge filled it): the token is given back, so a corrected request can use
+        // it. After a database failure it stays spent, since the write may have committed.
+        if let Err(e) =
+            store::token_profiles::release_token_id(&state.db, profile.id, &token_id_hash).await
+        {
+            tracing::warn!(error = %e, "a refused attest could not give its token back");
+        }
+    }
+    let (user_id, done) = done?;
     let body = done.body(&project);
     Ok(render(AuthBody {
         user_id: Some(user_id),

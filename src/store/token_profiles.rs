@@ -98,6 +98,23 @@ pub async fn consume_token_id(
     Ok(n == 1)
 }
 
+/// Gives a used token id back: the request that spent it was refused before it wrote
+/// anything.
+pub async fn release_token_id(
+    db: &Db,
+    profile: Uuid,
+    token_id_hash: &[u8; 32],
+) -> sqlx::Result<()> {
+    with_db!(db, pool => sqlx::query(
+        "DELETE FROM attested_tokens WHERE profile_id = $1 AND token_id_hash = $2",
+    )
+    .bind(profile)
+    .bind(&token_id_hash[..])
+    .execute(pool)
+    .await
+    .map(|_| ()))
+}
+
 /// Forgets used token ids whose tokens have expired (they can no longer be presented).
 pub async fn purge_used(db: &Db, now: i64) -> sqlx::Result<u64> {
     with_db!(db, pool => sqlx::query("DELETE FROM attested_tokens WHERE expires_at < $1")

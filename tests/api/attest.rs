@@ -557,3 +557,61 @@ async fn one_request_fetches_a_jwks_and_a_failing_provider_is_retried_after_a_pa
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(fetches(&down), 4);
 }
+
+/// An attest that adds claims to a session races an authenticate that fills it: whichever
+/// merges second is refused with `custom_claims_too_large`. A refused attest never keeps its
+/// token: the same token then goes through (here without claims). Before the token was given
+/// back, a refusal at the merge (after the token was spent) made that retry
+/// `trusted_auth_token_already_used`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_attest_refused_at_the_claim_merge_gives_its_token_back() {
+    let app = Arc::new(TestApp::new().await);
+    let idp = Provider::start().await;
+    let profile_id = profile(&app, &idp, |_| {}).await;
+    let ada = app.user("ada@example.com").await;
+    let (mut attest_refused, mut attest_won) = (0, 0);
+    for _ in 0..40 {
+        let session = app.session_for(&ada, 60).await;
+        let token = idp.sign(&claims(&app, "ada@example.com"));
+        let attest = {
+            let (app, profile_id) = (app.clone(), profile_id.clone());
+            let (token, session_token) = (token.clone(), session["session_token"].clone());
+            tokio::spawn(async move {
+                app.post(
+                    "/v1/sessions/attest",
+                    json!({"profile_id": profile_id, "token": token, "session_token": session_token,
+                           "session_custom_claims": {"from_idp": "x".repeat(2500)}}),
+                )
+                .await
+            })
+        };
+        let fill = {
+            let (app, session_token) = (app.clone(), session["session_token"].clone());
+            tokio::spawn(async move {
+                app.authenticate(json!({"session_token": session_token,
+                                        "session_custom_claims": {"filler": "y".repeat(2500)}}))
+                    .await
+            })
+        };
+        let (attest, fill) = (attest.await.unwrap(), fill.await.unwrap());
+        match attest.status.as_u16() {
+            200 => {
+                attest_won += 1;
+                fill.error(400, "custom_claims_too_large");
+            }
+            _ => {
+                attest.error(400, "custom_claims_too_large");
+                fill.ok();
+                attest_refused += 1;
+                app.post(
+                    "/v1/sessions/attest",
+                    json!({"profile_id": profile_id, "token": token,
+                           "session_token": session["session_token"]}),
+                )
+                .await
+                .ok();
+            }
+        }
+    }
+    assert_eq!(attest_refused + attest_won, 40);
+}
