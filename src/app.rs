@@ -409,7 +409,7 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
     let span = tracing::debug_span!("request", id = %context.id, method = %method, path = %req.uri().path());
     let started = Instant::now();
     let feed = req.uri().path().starts_with(http::revocations::PREFIX);
-    let bounded = within_deadline(&state, feed, read_body(&state, req, next));
+    let bounded = within_deadline(&state, feed, read_body(&state, req, next, feed));
     let mut response = request_id::scope(context.clone(), bounded.instrument(span)).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
@@ -486,7 +486,7 @@ async fn within_deadline(
     served: impl Future<Output = Response>,
 ) -> Response {
     // The feed's long-polls bound their own wait (at most 30 s) and its streams are meant
-    // to last.
+    // to last; their request bodies are bounded by `read_body`.
     if feed {
         return served.await;
     }
@@ -497,8 +497,12 @@ async fn within_deadline(
 }
 
 /// Reads the whole body (up to the limit) before any handler runs, on every path: a body
-/// left unread poisons the next request on a kept-alive connection.
-async fn read_body(state: &AppState, req: Request, next: Next) -> Response {
+/// left unread poisons the next request on a kept-alive connection. The read is bounded by
+/// the request deadline on every path: elsewhere `within_deadline` covers it, and on the
+/// feed's paths (which it leaves unbounded) the deadline is applied here, so a body that
+/// never arrives cannot hold a connection, which the idle and header watchdogs leave alone
+/// once a request is in flight.
+async fn read_body(state: &AppState, req: Request, next: Next, feed: bool) -> Response {
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -508,9 +512,17 @@ async fn read_body(state: &AppState, req: Request, next: Next) -> Response {
     // A declared length over the limit is refused before a byte of the body is read.
     let read = match declared {
         Some(n) if n > state.settings.body_limit as u64 => Err(()),
-        _ => axum::body::to_bytes(body, state.settings.body_limit)
-            .await
-            .map_err(|_| ()),
+        _ => {
+            let reading = axum::body::to_bytes(body, state.settings.body_limit);
+            if feed {
+                match tokio::time::timeout(state.settings.request_timeout, reading).await {
+                    Ok(read) => read.map_err(|_| ()),
+                    Err(_) => return Error::ServiceUnavailable.into_response(),
+                }
+            } else {
+                reading.await.map_err(|_| ())
+            }
+        }
     };
     match read {
         Ok(bytes) => {

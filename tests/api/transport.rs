@@ -257,3 +257,33 @@ async fn metrics_count_without_revealing_anything() {
         ),
     }
 }
+
+/// A body that is announced and never sent is cut off at the request deadline on every path,
+/// the revocation feed's included (whose handlers run without the deadline), instead of
+/// holding its connection for ever. Time is paused: the deadline passes without waiting.
+#[tokio::test]
+async fn a_body_that_never_arrives_ends_at_the_deadline_on_every_path() {
+    let app = TestApp::new().await;
+    let feed = format!("/v1/sessions/revocations/{}", app.creds.project_id);
+    tokio::time::pause();
+    for (method, path) in [
+        (Method::POST, "/v1/sessions/authenticate".to_string()),
+        (Method::POST, format!("{feed}/ssf/poll")),
+        (Method::GET, feed.clone()),
+        (Method::GET, format!("{feed}/stream")),
+    ] {
+        let never = futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+        let req = Request::builder()
+            .method(method)
+            .uri(&path)
+            .header(header::AUTHORIZATION, app.basic())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, "100")
+            .body(Body::from_stream(never))
+            .unwrap();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(3600), app.send(req))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer an hour after the deadline"));
+        r.error(503, "service_unavailable");
+    }
+}
