@@ -564,6 +564,8 @@ pub struct Feed {
     /// Long-polls and streams hold a request (and a connection) open: at most this many at
     /// once, so a public feed cannot be used to fill the server's connection cap.
     waiters: Arc<tokio::sync::Semaphore>,
+    /// The SSF poll's Security Event Tokens already signed.
+    pub sets: crate::http::revocations::SignedSets,
 }
 
 /// Most feed long-polls and streams open at once per process.
@@ -575,6 +577,7 @@ impl Default for Feed {
             head: tokio::sync::watch::Sender::new(0),
             closed: tokio::sync::watch::Sender::new(false),
             waiters: Arc::new(tokio::sync::Semaphore::new(MAX_FEED_WAITERS)),
+            sets: Default::default(),
         }
     }
 }

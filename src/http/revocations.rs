@@ -4,9 +4,9 @@
 //! the JWKS (events carry session ids, times and a reason only), unless the project made it
 //! private.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -279,16 +279,51 @@ struct SsfPollRequest {
     return_immediately: Option<bool>,
 }
 
+/// Security Event Tokens this process has signed, by cursor (cursors are unique across
+/// projects). A SET is issued once and sent as it is on every poll until acknowledged (RFC
+/// 8936 retransmits the same SET), so a poll signs only the events it is the first to send:
+/// the feed is readable without credentials, and polling it again must not cost a signature
+/// per event each time. The oldest cursors go first past [`MAX_SIGNED_SETS`] (about 1 KB each).
+#[derive(Default)]
+pub struct SignedSets(Mutex<BTreeMap<i64, SignedSet>>);
+
+struct SignedSet {
+    project: uuid::Uuid,
+    /// The key that signed it: after a rotation the SET is signed again with the new one.
+    key: uuid::Uuid,
+    set: Arc<str>,
+}
+
+/// Most SETs kept.
+const MAX_SIGNED_SETS: usize = 10_000;
+
+impl SignedSets {
+    fn get(&self, cursor: i64, project: uuid::Uuid, key: uuid::Uuid) -> Option<Arc<str>> {
+        let sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        sets.get(&cursor)
+            .filter(|s| s.project == project && s.key == key)
+            .map(|s| s.set.clone())
+    }
+
+    fn put(&self, cursor: i64, project: uuid::Uuid, key: uuid::Uuid, set: Arc<str>) {
+        let mut sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        sets.insert(cursor, SignedSet { project, key, set });
+        while sets.len() > MAX_SIGNED_SETS {
+            sets.pop_first();
+        }
+    }
+}
+
 /// `sets` written in cursor order (oldest first): a JSON object whose keys keep the order of
 /// the events, not a sorted map (where "10" would come before "2").
-struct OrderedSets(Vec<(String, String)>);
+struct OrderedSets(Vec<(String, Arc<str>)>);
 
 impl Serialize for OrderedSets {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (jti, set) in &self.0 {
-            map.serialize_entry(jti, set)?;
+            map.serialize_entry(jti, &**set)?;
         }
         map.end()
     }
@@ -361,6 +396,11 @@ async fn ssf_poll(
     let now = state.clock.now();
     let mut sets = Vec::with_capacity(events.len());
     for e in &events {
+        let signed = &state.feed.sets;
+        if let Some(set) = signed.get(e.cursor, project.id.uuid, key.id) {
+            sets.push((e.cursor.to_string(), set));
+            continue;
+        }
         let claims = json!({
             "iss": format!("stytch.com/{project_id}"),
             "aud": project_id,
@@ -375,9 +415,11 @@ async fn ssf_poll(
             }
         });
         let body = serde_json::to_vec(&claims).map_err(Error::internal)?;
-        let set = key
+        let set: Arc<str> = key
             .sign_with_typ("secevent+jwt", project.id.env, &body)
-            .map_err(Error::internal)?;
+            .map_err(Error::internal)?
+            .into();
+        signed.put(e.cursor, project.id.uuid, key.id, set.clone());
         sets.push((e.cursor.to_string(), set));
     }
     Ok(render(SsfPollBody {

@@ -367,12 +367,48 @@ async fn the_ssf_poll_endpoint_serves_caep_session_revoked_sets() {
     validation.set_audience(&[app.creds.project_id.as_str()]);
     validation.required_spec_claims.clear();
     jsonwebtoken::decode::<Value>(set.as_str().unwrap(), &decoding, &validation).unwrap();
+    // Not acknowledged, polled again a minute later: the same SET, byte for byte (issued
+    // once, not signed again for every poll), and a second event signed once too.
+    app.advance(60);
+    let t = app.session(60).await;
+    app.revoke(json!({"session_token": t["session_token"]}))
+        .await
+        .ok();
+    let again = |ack: Value| {
+        let (app, path) = (&app, &path);
+        async move {
+            app.request(
+                axum::http::Method::POST,
+                path,
+                Some(&json!({"ack": ack, "returnImmediately": true})),
+                None,
+                &[],
+            )
+            .await
+            .ok()["sets"]
+                .as_object()
+                .unwrap()
+                .clone()
+        }
+    };
+    let both = again(json!([])).await;
+    assert_eq!(both.len(), 2);
+    assert_eq!(&both[jti], set);
+    let (second_jti, second) = both.iter().find(|(j, _)| *j != jti).unwrap();
+    app.advance(60);
+    let later = again(json!([])).await;
+    assert_eq!(&later[jti], set);
+    assert_eq!(&later[second_jti], second);
+    assert_eq!(
+        decode_jwt(second.as_str().unwrap()).1["iat"],
+        app.now() - 60
+    );
     // Acknowledged: nothing more.
     let r = app
         .request(
             axum::http::Method::POST,
             &path,
-            Some(&json!({"ack": [jti], "returnImmediately": true})),
+            Some(&json!({"ack": [jti, second_jti], "returnImmediately": true})),
             None,
             &[],
         )
