@@ -18,7 +18,7 @@ use crate::domain::ids::Kind;
 use crate::domain::session::{Factor, SessionDuration};
 use crate::error::{Error, Result};
 use crate::store;
-use crate::store::users::{UserPatch, UserRow};
+use crate::store::users::UserRow;
 use crate::trusted::{self, Attested};
 
 #[derive(Deserialize)]
@@ -211,32 +211,45 @@ async fn user_for(
     }
 }
 
-/// Adds the token's `role_ids` that the project's policy defines to the user's roles.
+/// Adds the token's `role_ids` that the project's policy defines to the user's roles, as a
+/// compare-and-swap on the roles read: a concurrent change of the user's roles (an operator
+/// removing one, another attest adding one) is never overwritten; the merge is redone on
+/// what is stored now.
 async fn apply_roles(
     state: &AppState,
     project: &Project,
-    user: UserRow,
+    mut user: UserRow,
     role_ids: &[String],
 ) -> Result<UserRow> {
-    let mut assigned: Vec<String> = serde_json::from_str(&user.user_roles).unwrap_or_default();
-    let before = assigned.len();
-    for role in role_ids {
-        if project.rbac.has_role(role)
-            && role != crate::domain::session::DEFAULT_ROLE
-            && !assigned.contains(role)
+    /// Attempts before giving up (503) under a storm of changes to one user's roles.
+    const ATTEMPTS: usize = 8;
+    for _ in 0..ATTEMPTS {
+        let mut assigned: Vec<String> = serde_json::from_str(&user.user_roles).unwrap_or_default();
+        let before = assigned.len();
+        for role in role_ids {
+            if project.rbac.has_role(role)
+                && role != crate::domain::session::DEFAULT_ROLE
+                && !assigned.contains(role)
+            {
+                assigned.push(role.clone());
+            }
+        }
+        if assigned.len() == before {
+            return Ok(user);
+        }
+        assigned.truncate(crate::domain::rbac::MAX_USER_ROLES);
+        let roles = serde_json::to_string(&assigned).map_err(Error::internal)?;
+        let (project_id, user_id) = (project.id.uuid, user.user_id);
+        match store::users::replace_roles(&state.db, project_id, user_id, &user.user_roles, &roles)
+            .await?
         {
-            assigned.push(role.clone());
+            Some(updated) => return Ok(updated),
+            None => {
+                user = store::users::get(&state.db, project_id, user_id)
+                    .await?
+                    .ok_or(Error::UserNotFound)?;
+            }
         }
     }
-    if assigned.len() == before {
-        return Ok(user);
-    }
-    assigned.truncate(crate::domain::rbac::MAX_USER_ROLES);
-    let patch = UserPatch {
-        roles: Some(serde_json::to_string(&assigned).map_err(Error::internal)?),
-        ..Default::default()
-    };
-    store::users::update(&state.db, project.id.uuid, user.user_id, &patch)
-        .await?
-        .ok_or(Error::UserNotFound)
+    Err(Error::ServiceUnavailable)
 }

@@ -143,3 +143,28 @@ pub async fn update(
     .fetch_optional(pool)
     .await)
 }
+
+/// Replaces the user's roles with `roles` only if they are still `expected` (the JSON text
+/// read before): a read-modify-write of the roles that loses no concurrent change. `None`:
+/// they changed meanwhile, or there is no such user; read again and retry.
+pub async fn replace_roles(
+    db: &Db,
+    project: Uuid,
+    id: Uuid,
+    expected: &str,
+    roles: &str,
+) -> sqlx::Result<Option<UserRow>> {
+    with_db!(db, pool => sqlx::query_as(
+        "UPDATE users SET roles = $4
+         WHERE project_id = $1 AND id = $2 AND roles = $3
+         RETURNING id AS user_id, external_id, email_id, email, email_verified, first_name,
+                   middle_name, last_name, trusted_metadata, untrusted_metadata,
+                   created_at AS user_created_at, roles AS user_roles",
+    )
+    .bind(project)
+    .bind(id)
+    .bind(expected)
+    .bind(roles)
+    .fetch_optional(pool)
+    .await)
+}

@@ -615,3 +615,63 @@ async fn an_attest_refused_at_the_claim_merge_gives_its_token_back() {
     }
     assert_eq!(attest_refused + attest_won, 40);
 }
+
+/// An attest that grants a role races an operator's `PUT /v1/users/{id}` that removes the
+/// user's roles: the result is one of the two orders (no roles, or only the granted one),
+/// never the removed role written back from the attest's earlier read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_role_granted_by_attest_never_brings_back_one_removed_meanwhile() {
+    let app = Arc::new(TestApp::new().await);
+    let project: hallpass::domain::ids::ProjectId = app.creds.project_id.parse().unwrap();
+    let policy = hallpass::domain::rbac::Policy::parse(
+        r#"{"resources": [{"resource_id": "docs", "actions": ["read", "write"]}],
+            "roles": [{"role_id": "admin", "permissions": [{"resource_id": "docs", "actions": ["*"]}]},
+                      {"role_id": "editor", "permissions": [{"resource_id": "docs", "actions": ["write"]}]}]}"#,
+    )
+    .unwrap();
+    hallpass::store::projects::set_rbac_policy(
+        &app.db,
+        project.uuid,
+        &serde_json::to_string(&policy).unwrap(),
+    )
+    .await
+    .unwrap();
+    app.state.directory.refresh().await.unwrap();
+    let idp = Provider::start().await;
+    let profile_id = profile(&app, &idp, |p| p.role_ids_claim = Some("roles".into())).await;
+    let ada = app.user("ada@example.com").await;
+    let roles = |body: &Value| body["roles"].clone();
+    for trial in 0..30 {
+        app.put(&format!("/v1/users/{ada}"), json!({"roles": ["admin"]}))
+            .await
+            .ok();
+        let mut c = claims(&app, "ada@example.com");
+        c["roles"] = json!(["editor"]);
+        let token = idp.sign(&c);
+        let attest = {
+            let (app, profile_id) = (app.clone(), profile_id.clone());
+            tokio::spawn(async move {
+                app.post(
+                    "/v1/sessions/attest",
+                    json!({"profile_id": profile_id, "token": token}),
+                )
+                .await
+            })
+        };
+        let remove = {
+            let (app, ada) = (app.clone(), ada.clone());
+            tokio::spawn(async move {
+                app.put(&format!("/v1/users/{ada}"), json!({"roles": []}))
+                    .await
+            })
+        };
+        let (attest, remove) = (attest.await.unwrap(), remove.await.unwrap());
+        attest.ok();
+        remove.ok();
+        let stored = roles(app.get(&format!("/v1/users/{ada}")).await.ok());
+        assert!(
+            stored == json!(["stytch_user"]) || stored == json!(["stytch_user", "editor"]),
+            "trial {trial}: {stored}"
+        );
+    }
+}
