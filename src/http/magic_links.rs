@@ -64,7 +64,8 @@ async fn create(
         now,
         now + minutes * 60,
     )
-    .await?;
+    .await
+    .map_err(store::user_gone)?;
     Ok(render(CreateBody {
         user_id: project.id.id(Kind::User, user.user_id),
         token: token.expose(),
@@ -148,28 +149,45 @@ async fn authenticate(
     let (link_id, user_id) = store::magic_links::consume(&state.db, project.id.uuid, &hash, now)
         .await?
         .ok_or(Error::MagicLinkNotFound)?;
-    let method_id = project.id.id(Kind::MagicLink, link_id);
-    let mut detail = Map::new();
-    detail.insert(
-        "embeddable_magic_link_factor".into(),
-        serde_json::json!({ "embedded_id": method_id }),
-    );
-    let factor = Factor::new("magic_link", "embedded", now, detail);
-    let claims = req.session_custom_claims.as_ref();
-    let user = store::users::get(&state.db, project.id.uuid, user_id)
-        .await?
-        .ok_or(Error::UserNotFound)?;
-    let done = sessions::sign_in(
-        &state,
-        &project,
-        user,
-        existing,
-        session_token,
-        duration,
-        claims,
-        factor,
-    )
-    .await?;
+    // Past this point the link is spent.
+    let done = async {
+        let method_id = project.id.id(Kind::MagicLink, link_id);
+        let mut detail = Map::new();
+        detail.insert(
+            "embeddable_magic_link_factor".into(),
+            serde_json::json!({ "embedded_id": method_id }),
+        );
+        let factor = Factor::new("magic_link", "embedded", now, detail);
+        let claims = req.session_custom_claims.as_ref();
+        let user = store::users::get(&state.db, project.id.uuid, user_id)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        let done = sessions::sign_in(
+            &state,
+            &project,
+            user,
+            existing,
+            session_token,
+            duration,
+            claims,
+            factor,
+        )
+        .await?;
+        Ok::<_, Error>((method_id, done))
+    }
+    .await;
+    if let Err(e) = &done
+        && e.status_and_type().0.is_client_error()
+    {
+        // Refused before anything was written (the session ended meanwhile, or a concurrent
+        // claim merge filled it): the link is given back. After a database failure it stays
+        // spent, since the session may have been written.
+        if let Err(e) = store::magic_links::release(&state.db, project.id.uuid, link_id, now).await
+        {
+            tracing::warn!(error = %e, "a refused magic link authenticate could not give its link back");
+        }
+    }
+    let (method_id, done) = done?;
     let body = done.body(&project);
     Ok(render(AuthBody {
         user_id: Some(project.id.id(Kind::User, user_id)),

@@ -248,7 +248,8 @@ pub async fn start(
         &token.hash(),
         &session_to_row(&session)?,
     )
-    .await?;
+    .await
+    .map_err(store::user_gone)?;
     Ok(Authenticated {
         session,
         session_token: token.expose().to_string(),

@@ -47,6 +47,20 @@ pub async fn usable_for(
     .await)
 }
 
+/// Makes a link consumed at `used_at` usable again: the request that spent it was refused
+/// before it wrote anything.
+pub async fn release(db: &Db, project: Uuid, id: Uuid, used_at: i64) -> sqlx::Result<()> {
+    with_db!(db, pool => sqlx::query(
+        "UPDATE magic_links SET used_at = NULL WHERE id = $1 AND project_id = $2 AND used_at = $3",
+    )
+    .bind(id)
+    .bind(project)
+    .bind(used_at)
+    .execute(pool)
+    .await
+    .map(|_| ()))
+}
+
 /// Marks the token used and returns `(embedded id, user id)`; `None` when it is unknown, used,
 /// expired or another project's. One statement, so two racing callers cannot both win.
 pub async fn consume(

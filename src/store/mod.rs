@@ -339,6 +339,22 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// A row names another that is gone: for a session or a magic link, its user was deleted
+/// while the request ran.
+pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
+/// The error of an insert that names a user: `user_not_found` when the user was deleted
+/// meanwhile (a 404, as if the request had come after the delete), else the database's.
+pub fn user_gone(e: sqlx::Error) -> crate::error::Error {
+    if is_foreign_key_violation(&e) {
+        crate::error::Error::UserNotFound
+    } else {
+        e.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

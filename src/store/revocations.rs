@@ -148,6 +148,18 @@ pub async fn delete_user(
     now: i64,
 ) -> sqlx::Result<Option<Option<i64>>> {
     let mut tx = begin(db).await?;
+    // Postgres: the user's row is locked first. A session (or magic link) insert checks its
+    // user under a key-share lock, which this one excludes: an insert that committed before
+    // is seen by the select below and gets its event; one that comes after waits for this
+    // transaction and then fails (the user is gone) instead of being deleted by the cascade
+    // with no event. SQLite's write transaction excludes every other writer anyway.
+    if let Tx::Postgres(t) = &mut tx {
+        sqlx::query("SELECT 1 FROM users WHERE project_id = $1 AND id = $2 FOR UPDATE")
+            .bind(project)
+            .bind(user)
+            .fetch_optional(&mut **t)
+            .await?;
+    }
     let live: Vec<(Uuid, i64)> = with_tx!(&mut tx, c => sqlx::query_as(
         "SELECT id, expires_at FROM sessions
          WHERE project_id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3",

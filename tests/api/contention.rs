@@ -241,3 +241,97 @@ async fn concurrent_reads_each_get_their_own_session() {
         );
     }
 }
+
+/// A magic link that adds claims to a session races an authenticate that fills it: a link
+/// refused with `custom_claims_too_large`, wherever the race was decided, is not spent: it
+/// then signs in (without claims).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_magic_link_refused_at_the_claim_merge_stays_usable() {
+    let app = Arc::new(TestApp::new().await);
+    let user = app.user("ml-race@example.com").await;
+    for trial in 0..40 {
+        let s = app.session_for(&user, 60).await;
+        let link = app.magic_link(&user).await;
+        let responses = at_once(&app, 2, |app, i| {
+            let (t, link) = (token(&s), link.clone());
+            async move {
+                match i {
+                    0 => {
+                        app.post("/v1/magic_links/authenticate",
+                            json!({"token": link, "session_token": t,
+                                   "session_custom_claims": {"from_link": "x".repeat(2500)}}))
+                            .await
+                    }
+                    _ => {
+                        app.authenticate(json!({"session_token": t,
+                                                "session_custom_claims": {"filler": "y".repeat(2500)}}))
+                            .await
+                    }
+                }
+            }
+        })
+        .await;
+        if responses[0].status == 200 {
+            responses[1].error(400, "custom_claims_too_large");
+            continue;
+        }
+        responses[0].error(400, "custom_claims_too_large");
+        responses[1].ok();
+        let retry = app
+            .post("/v1/magic_links/authenticate", json!({"token": link}))
+            .await;
+        assert_eq!(retry.status, 200, "trial {trial}: {}", retry.body);
+    }
+}
+
+/// A user deleted while a session is being created for it: either the session was created
+/// first, and the deletion publishes its `user_deleted` event (relying services learn of it),
+/// or the create comes second and is `404 user_not_found`: never a session silently removed
+/// without an event, never a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_created_while_its_user_is_deleted_is_announced_or_refused() {
+    let app = Arc::new(TestApp::new().await);
+    let feed = format!(
+        "/v1/sessions/revocations/{}?limit=1000",
+        app.creds.project_id
+    );
+    for trial in 0..30 {
+        let user = app.user(&format!("gone{trial}@example.com")).await;
+        let responses = at_once(&app, 3, |app, i| {
+            let user = user.clone();
+            async move {
+                match i {
+                    0 => app.delete(&format!("/v1/users/{user}")).await,
+                    1 => app.post("/v1/magic_links", json!({"user_id": user})).await,
+                    _ => {
+                        app.post("/v1/sessions", json!({
+                            "user_id": user, "session_duration_minutes": 60,
+                            "authentication_factors": [{"type": "password", "delivery_method": "knowledge"}],
+                        }))
+                        .await
+                    }
+                }
+            }
+        })
+        .await;
+        responses[0].ok();
+        for r in &responses[1..] {
+            if r.status != 200 {
+                r.error(404, "user_not_found");
+            }
+        }
+        if responses[2].status == 200 {
+            let id = &responses[2].body["session"]["session_id"];
+            let events = app.get(&feed).await;
+            let announced = events.ok()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| &e["session_id"] == id && e["reason"] == "user_deleted");
+            assert!(
+                announced,
+                "trial {trial}: session {id} was created and deleted without an event"
+            );
+        }
+    }
+}
