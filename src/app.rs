@@ -192,6 +192,8 @@ impl AppState {
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let period = self.settings.refresh_interval;
         let (touch_tick, batch) = touch_cadence(&self.db);
+        // How far the feed's poll of the database has read (a cursor).
+        let polled = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let (a, b, c, d, e, f) = (
             self.clone(),
             self.clone(),
@@ -250,11 +252,19 @@ impl AppState {
                 let s = f.clone();
                 async move { s.metrics.upkeep() }
             }),
+            // The poll reads on from where it last read, not from the newest cursor known
+            // here: this instance's own events bump that at once, and another instance's
+            // event with a smaller cursor may have committed before them. (Cursors are
+            // handed out in commit order, so nothing can appear behind what it has read.)
             every(Duration::from_millis(200), shutdown, move || {
-                let s = e.clone();
+                let (s, polled) = (e.clone(), polled.clone());
                 async move {
-                    if let Ok((head, _)) = store::revocations::head_and_horizon(&s.db).await {
-                        s.feed.published(Some(head));
+                    let after = polled.load(std::sync::atomic::Ordering::Relaxed);
+                    if let Ok(heads) = store::revocations::heads_after(&s.db, after).await
+                        && let Some(newest) = heads.iter().map(|(_, c)| *c).max()
+                    {
+                        polled.fetch_max(newest, std::sync::atomic::Ordering::Relaxed);
+                        s.feed.published_heads(&heads);
                     }
                 }
             }),
@@ -554,11 +564,15 @@ pub async fn serve(
     crate::server::serve(listener, router(state), limits, shutdown).await
 }
 
-/// The newest revocation-feed cursor this instance knows of: bumped by its own revocations
-/// at once, and by a poll of the database (every 200 ms) for other instances'. Long-polls and
-/// streams wait on it.
+/// The newest revocation-feed cursor this instance knows of, in all and per project: bumped
+/// by its own revocations at once, and by a poll of the database (every 200 ms) for other
+/// instances'. Long-polls and streams wait on the first and read the database again only when
+/// their own project's head passed what they have: an event of one project does not make
+/// every waiter of every project query.
 pub struct Feed {
     head: tokio::sync::watch::Sender<i64>,
+    /// Each project's newest cursor known here (updated before `head` signals).
+    heads: std::sync::Mutex<HashMap<Uuid, i64>>,
     /// Set when the server stops: open streams end so the shutdown is not held up by them.
     closed: tokio::sync::watch::Sender<bool>,
     /// Long-polls and streams hold a request (and a connection) open: at most this many at
@@ -575,6 +589,7 @@ impl Default for Feed {
     fn default() -> Self {
         Self {
             head: tokio::sync::watch::Sender::new(0),
+            heads: Default::default(),
             closed: tokio::sync::watch::Sender::new(false),
             waiters: Arc::new(tokio::sync::Semaphore::new(MAX_FEED_WAITERS)),
             sets: Default::default(),
@@ -583,14 +598,37 @@ impl Default for Feed {
 }
 
 impl Feed {
-    pub fn published(&self, cursor: Option<i64>) {
+    /// A revocation of `project` committed with `cursor` (`None`: nothing was revoked).
+    pub fn published(&self, project: Uuid, cursor: Option<i64>) {
         if let Some(cursor) = cursor {
-            self.head.send_if_modified(|head| {
-                let newer = cursor > *head;
-                *head = (*head).max(cursor);
-                newer
-            });
+            self.published_heads(&[(project, cursor)]);
         }
+    }
+
+    /// Projects' newest cursors, as the database has them.
+    pub fn published_heads(&self, heads: &[(Uuid, i64)]) {
+        let Some(newest) = heads.iter().map(|(_, c)| *c).max() else {
+            return;
+        };
+        {
+            let mut known = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+            for (project, cursor) in heads {
+                let slot = known.entry(*project).or_insert(*cursor);
+                *slot = (*slot).max(*cursor);
+            }
+        }
+        self.head.send_if_modified(|head| {
+            let newer = newest > *head;
+            *head = (*head).max(newest);
+            newer
+        });
+    }
+
+    /// The newest cursor known here of `project`'s events (0: none since this process
+    /// started): a waiter that has read up to a cursor at least this has nothing new.
+    pub fn head_of(&self, project: Uuid) -> i64 {
+        let known = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        known.get(&project).copied().unwrap_or(0)
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
@@ -608,5 +646,33 @@ impl Feed {
 
     pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_feed_waiter_learns_only_of_its_own_projects_events() {
+        let feed = Feed::default();
+        let (p, q) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut changes = feed.subscribe();
+        assert_eq!((feed.head_of(p), feed.head_of(q)), (0, 0));
+        feed.published(p, Some(7));
+        // Every waiter is woken, but only p's has anything newer to read.
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+        assert_eq!((feed.head_of(p), feed.head_of(q)), (7, 0));
+        // The database poll brings other instances' heads; none goes backwards.
+        feed.published_heads(&[(q, 9), (p, 5)]);
+        assert_eq!((feed.head_of(p), feed.head_of(q)), (7, 9));
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+        // Nothing revoked, or nothing newer: no wake-up.
+        feed.published(p, None);
+        feed.published_heads(&[(q, 8)]);
+        feed.published_heads(&[]);
+        assert!(!changes.has_changed().unwrap());
     }
 }

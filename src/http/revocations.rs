@@ -46,6 +46,28 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
+/// Waits until this process knows of an event of `project` newer than `seen` (a cursor up to
+/// which the caller has read the database: `Feed::head_of` before its read, or the client's
+/// cursor, whichever is greater), so that waiters read again only for their own project's
+/// events. False when the server stops.
+async fn newer(
+    state: &AppState,
+    changes: &mut tokio::sync::watch::Receiver<i64>,
+    closing: &mut tokio::sync::watch::Receiver<bool>,
+    project: uuid::Uuid,
+    seen: i64,
+) -> bool {
+    loop {
+        if state.feed.head_of(project) > seen {
+            return true;
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return false },
+            _ = closing.wait_for(|closed| *closed) => return false,
+        }
+    }
+}
+
 /// One event on the wire.
 #[derive(Serialize)]
 struct WireEvent {
@@ -157,6 +179,7 @@ async fn poll(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let (events, head, has_more) = loop {
         let head = check_horizon(&state, after).await?;
+        let known = state.feed.head_of(project.id.uuid);
         // One more than asked: it tells `has_more` without a false positive at exactly `limit`.
         let mut events = revocations::after(&state.db, project.id.uuid, after, limit + 1).await?;
         if !events.is_empty() {
@@ -164,12 +187,10 @@ async fn poll(
             events.truncate(limit as usize);
             break (events, head, more);
         }
-        tokio::select! {
-            changed = tokio::time::timeout_at(deadline, changes.changed()) => match changed {
-                Ok(Ok(())) => continue,
-                _ => break (events, head, false),
-            },
-            _ = closing.wait_for(|closed| *closed) => break (events, head, false),
+        let seen = known.max(after.unwrap_or(0));
+        let waited = newer(&state, &mut changes, &mut closing, project.id.uuid, seen);
+        if !matches!(tokio::time::timeout_at(deadline, waited).await, Ok(true)) {
+            break (events, head, false);
         }
     };
     drop(slot);
@@ -241,14 +262,16 @@ async fn stream(
                     .data(data);
                 return Some((Ok::<_, Infallible>(event), f));
             }
-            match revocations::after(&f.state.db, f.project.id.uuid, f.cursor, 500).await {
+            let project = f.project.id.uuid;
+            let known = f.state.feed.head_of(project);
+            match revocations::after(&f.state.db, project, f.cursor, 500).await {
                 Ok(batch) if !batch.is_empty() => f.pending.extend(batch),
                 Ok(_) => {
-                    // Caught up: wait for the next event (heartbeats come from KeepAlive), or
-                    // end when the server stops (the client resumes elsewhere).
-                    tokio::select! {
-                        changed = f.changes.changed() => if changed.is_err() { return None },
-                        _ = f.closing.wait_for(|closed| *closed) => return None,
+                    // Caught up: wait for the project's next event (heartbeats come from
+                    // KeepAlive), or end when the server stops (the client resumes elsewhere).
+                    let seen = known.max(f.cursor.unwrap_or(0));
+                    if !newer(&f.state, &mut f.changes, &mut f.closing, project, seen).await {
+                        return None;
                     }
                 }
                 Err(e) => {
@@ -371,6 +394,7 @@ async fn ssf_poll(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let events = loop {
         check_horizon(&state, after).await?;
+        let known = state.feed.head_of(project.id.uuid);
         let events = revocations::after(&state.db, project.id.uuid, after, limit.max(1)).await?;
         if limit == 0 {
             break Vec::new();
@@ -378,12 +402,10 @@ async fn ssf_poll(
         if !events.is_empty() {
             break events;
         }
-        tokio::select! {
-            changed = tokio::time::timeout_at(deadline, changes.changed()) => match changed {
-                Ok(Ok(())) => continue,
-                _ => break events,
-            },
-            _ = closing.wait_for(|closed| *closed) => break events,
+        let seen = known.max(after.unwrap_or(0));
+        let waited = newer(&state, &mut changes, &mut closing, project.id.uuid, seen);
+        if !matches!(tokio::time::timeout_at(deadline, waited).await, Ok(true)) {
+            break events;
         }
     };
     drop(slot);

@@ -325,7 +325,7 @@ async fn notice_policy_end(state: &AppState, project: &Project, session: &Sessio
         return;
     };
     match revocations::end_session(&state.db, project.id.uuid, session.id, now, reason).await {
-        Ok(cursor) => state.feed.published(cursor),
+        Ok(cursor) => state.feed.published(project.id.uuid, cursor),
         Err(e) => tracing::warn!(error = %e, "could not record a session ended by policy"),
     }
 }
@@ -708,7 +708,7 @@ async fn revoke(
         let user = super::users::resolve(&state, &project, user_id).await?;
         let (ids, cursor) =
             revocations::end_user_sessions(&state.db, project.id.uuid, user.user_id, now).await?;
-        state.feed.published(cursor);
+        state.feed.published(project.id.uuid, cursor);
         return Ok(render(RevokedAll {
             revoked_session_ids: ids
                 .into_iter()
@@ -738,7 +738,7 @@ async fn revoke(
         revocations::end_session(&state.db, project.id.uuid, session_id, now, Reason::Revoked)
             .await?
             .ok_or(Error::SessionNotFound)?;
-    state.feed.published(Some(cursor));
+    state.feed.published(project.id.uuid, Some(cursor));
     state.touches.forget(session_id);
     Ok(render(Map::new()))
 }

@@ -296,7 +296,7 @@ async fn remove(
         crate::store::revocations::delete_user(&state.db, project.id.uuid, user.user_id, now)
             .await?
             .ok_or(Error::UserNotFound)?;
-    state.feed.published(cursor);
+    state.feed.published(project.id.uuid, cursor);
     Ok(render(DeleteBody {
         user_id: project.id.id(Kind::User, user.user_id),
     }))

@@ -202,6 +202,16 @@ pub async fn after(
     .await)
 }
 
+/// Each project's newest cursor among the events after `after`.
+pub async fn heads_after(db: &Db, after: i64) -> sqlx::Result<Vec<(Uuid, i64)>> {
+    crate::with_db!(db, pool => sqlx::query_as(
+        "SELECT project_id, MAX(cursor) FROM revocations WHERE cursor > $1 GROUP BY project_id",
+    )
+    .bind(after)
+    .fetch_all(pool)
+    .await)
+}
+
 /// The newest cursor of any project (0 when none), and the newest deleted one: a cursor
 /// older than the horizon may have missed deleted events.
 pub async fn head_and_horizon(db: &Db) -> sqlx::Result<(i64, i64)> {
