@@ -134,19 +134,8 @@ pub async fn attest(
         Ok::<_, Error>((user_id, done))
     }
     .await;
-    if let Err(e) = &done
-        && e.status_and_type().0.is_client_error()
-    {
-        // Refused before anything was written (the session ended meanwhile, or a concurrent
-        // claim merge filled it): the token is given back, so a corrected request can use
-        // it. After a database failure it stays spent, since the write may have committed.
-        if let Err(e) =
-            store::token_profiles::release_token_id(&state.db, profile.id, &token_id_hash).await
-        {
-            tracing::warn!(error = %e, "a refused attest could not give its token back");
-        }
-    }
-    let (user_id, done) = done?;
+    let give_back = store::token_profiles::release_token_id(&state.db, profile.id, &token_id_hash);
+    let (user_id, done) = sessions::after_spending(done, give_back).await?;
     let body = done.body(&project);
     Ok(render(AuthBody {
         user_id: Some(user_id),

@@ -176,18 +176,8 @@ async fn authenticate(
         Ok::<_, Error>((method_id, done))
     }
     .await;
-    if let Err(e) = &done
-        && e.status_and_type().0.is_client_error()
-    {
-        // Refused before anything was written (the session ended meanwhile, or a concurrent
-        // claim merge filled it): the link is given back. After a database failure it stays
-        // spent, since the session may have been written.
-        if let Err(e) = store::magic_links::release(&state.db, project.id.uuid, link_id, now).await
-        {
-            tracing::warn!(error = %e, "a refused magic link authenticate could not give its link back");
-        }
-    }
-    let (method_id, done) = done?;
+    let give_back = store::magic_links::release(&state.db, project.id.uuid, link_id, now);
+    let (method_id, done) = sessions::after_spending(done, give_back).await?;
     let body = done.body(&project);
     Ok(render(AuthBody {
         user_id: Some(project.id.id(Kind::User, user_id)),

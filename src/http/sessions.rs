@@ -121,6 +121,24 @@ fn mint(state: &AppState, project: &Project, session: &Session, now: i64) -> Res
     minted
 }
 
+/// The outcome of what follows the spending of a single-use token (a magic link, an
+/// attested token). A refusal (4xx) was decided before anything was written (the session
+/// ended meanwhile, or a concurrent claim merge filled it), so `give_back` makes the token
+/// usable again for a corrected request; after a database failure it stays spent, since the
+/// session may have been written.
+pub async fn after_spending<T>(
+    done: Result<T>,
+    give_back: impl std::future::Future<Output = sqlx::Result<()>>,
+) -> Result<T> {
+    if let Err(e) = &done
+        && e.status_and_type().0.is_client_error()
+        && let Err(e) = give_back.await
+    {
+        tracing::warn!(error = %e, "a refused sign-in could not give its single-use token back");
+    }
+    done
+}
+
 /// What a sign-in with a new factor checks before its single-use token (a magic link, an
 /// attested token) is spent, so that a request refused for them leaves the token usable: the
 /// session presented (`existing`) is the user's own, and `claims` fit the session they are to

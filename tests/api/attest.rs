@@ -312,20 +312,11 @@ async fn every_bad_token_is_refused_with_its_own_error() {
 #[tokio::test]
 async fn pem_keys_jit_provisioning_external_ids_and_roles() {
     let app = TestApp::new().await;
-    let project: hallpass::domain::ids::ProjectId = app.creds.project_id.parse().unwrap();
-    let policy = hallpass::domain::rbac::Policy::parse(
+    app.set_policy(
         r#"{"resources": [{"resource_id": "docs", "actions": ["read"]}],
             "roles": [{"role_id": "reader", "permissions": [{"resource_id": "docs", "actions": ["read"]}]}]}"#,
     )
-    .unwrap();
-    hallpass::store::projects::set_rbac_policy(
-        &app.db,
-        project.uuid,
-        &serde_json::to_string(&policy).unwrap(),
-    )
-    .await
-    .unwrap();
-    app.state.directory.refresh().await.unwrap();
+    .await;
     let idp = Provider::start().await;
     let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
     let profile_id = profile(&app, &idp, |p| {
@@ -622,21 +613,12 @@ async fn an_attest_refused_at_the_claim_merge_gives_its_token_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_role_granted_by_attest_never_brings_back_one_removed_meanwhile() {
     let app = Arc::new(TestApp::new().await);
-    let project: hallpass::domain::ids::ProjectId = app.creds.project_id.parse().unwrap();
-    let policy = hallpass::domain::rbac::Policy::parse(
+    app.set_policy(
         r#"{"resources": [{"resource_id": "docs", "actions": ["read", "write"]}],
             "roles": [{"role_id": "admin", "permissions": [{"resource_id": "docs", "actions": ["*"]}]},
                       {"role_id": "editor", "permissions": [{"resource_id": "docs", "actions": ["write"]}]}]}"#,
     )
-    .unwrap();
-    hallpass::store::projects::set_rbac_policy(
-        &app.db,
-        project.uuid,
-        &serde_json::to_string(&policy).unwrap(),
-    )
-    .await
-    .unwrap();
-    app.state.directory.refresh().await.unwrap();
+    .await;
     let idp = Provider::start().await;
     let profile_id = profile(&app, &idp, |p| p.role_ids_claim = Some("roles".into())).await;
     let ada = app.user("ada@example.com").await;

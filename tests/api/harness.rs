@@ -362,6 +362,20 @@ impl TestApp {
     }
 
     /// Creates a user and returns its id.
+    /// Stores `policy` (Stytch's RBAC policy JSON) as the project's and reloads it.
+    pub async fn set_policy(&self, policy: &str) {
+        let project: hallpass::domain::ids::ProjectId = self.creds.project_id.parse().unwrap();
+        let parsed = hallpass::domain::rbac::Policy::parse(policy).unwrap();
+        hallpass::store::projects::set_rbac_policy(
+            &self.db,
+            project.uuid,
+            &serde_json::to_string(&parsed).unwrap(),
+        )
+        .await
+        .unwrap();
+        self.state.directory.refresh().await.unwrap();
+    }
+
     pub async fn user(&self, email: &str) -> String {
         let r = self
             .post("/v1/users", serde_json::json!({ "email": email }))

@@ -25,16 +25,7 @@ fn policy() -> Value {
 
 async fn with_policy() -> TestApp {
     let app = TestApp::new().await;
-    let project: hallpass::domain::ids::ProjectId = app.creds.project_id.parse().unwrap();
-    let parsed = hallpass::domain::rbac::Policy::parse(&policy().to_string()).unwrap();
-    hallpass::store::projects::set_rbac_policy(
-        &app.db,
-        project.uuid,
-        &serde_json::to_string(&parsed).unwrap(),
-    )
-    .await
-    .unwrap();
-    app.state.directory.refresh().await.unwrap();
+    app.set_policy(&policy().to_string()).await;
     app
 }
 
