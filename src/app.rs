@@ -610,17 +610,21 @@ impl Feed {
         let Some(newest) = heads.iter().map(|(_, c)| *c).max() else {
             return;
         };
+        // Waiters are woken when any project's head moved, not only the newest cursor: an
+        // event of another instance can be older than one of this instance's, already
+        // published, and still be new to its project's waiters.
+        let mut moved = false;
         {
             let mut known = self.heads.lock().unwrap_or_else(|e| e.into_inner());
             for (project, cursor) in heads {
-                let slot = known.entry(*project).or_insert(*cursor);
+                let slot = known.entry(*project).or_insert(0);
+                moved |= *cursor > *slot;
                 *slot = (*slot).max(*cursor);
             }
         }
         self.head.send_if_modified(|head| {
-            let newer = newest > *head;
             *head = (*head).max(newest);
-            newer
+            moved
         });
     }
 
@@ -674,5 +678,11 @@ mod tests {
         feed.published_heads(&[(q, 8)]);
         feed.published_heads(&[]);
         assert!(!changes.has_changed().unwrap());
+        // Another instance's event older than the newest cursor known here is still new to
+        // its own project: its waiters are woken.
+        let r = Uuid::new_v4();
+        feed.published_heads(&[(r, 3)]);
+        assert_eq!(feed.head_of(r), 3);
+        assert!(changes.has_changed().unwrap());
     }
 }
