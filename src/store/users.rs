@@ -15,6 +15,15 @@ macro_rules! user_columns {
     };
 }
 
+/// The same columns as `user_columns!`, unqualified, for an `UPDATE … RETURNING`.
+macro_rules! user_returning {
+    () => {
+        "id AS user_id, external_id, email_id, email, email_verified, first_name, middle_name, \
+         last_name, trusted_metadata, untrusted_metadata, created_at AS user_created_at, \
+         roles AS user_roles"
+    };
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
     pub user_id: Uuid,
@@ -117,7 +126,7 @@ pub async fn update(
     id: Uuid,
     patch: &UserPatch,
 ) -> sqlx::Result<Option<UserRow>> {
-    with_db!(db, pool => sqlx::query_as(
+    with_db!(db, pool => sqlx::query_as(concat!(
         "UPDATE users SET first_name = COALESCE($3, first_name),
                           middle_name = COALESCE($4, middle_name),
                           last_name = COALESCE($5, last_name),
@@ -126,10 +135,9 @@ pub async fn update(
                           external_id = CASE WHEN $8 THEN $9 ELSE external_id END,
                           roles = COALESCE($10, roles)
          WHERE project_id = $1 AND id = $2
-         RETURNING id AS user_id, external_id, email_id, email, email_verified, first_name,
-                   middle_name, last_name, trusted_metadata, untrusted_metadata,
-                   created_at AS user_created_at, roles AS user_roles",
-    )
+         RETURNING ",
+        user_returning!()
+    ))
     .bind(project)
     .bind(id)
     .bind(&patch.first_name)
@@ -154,13 +162,12 @@ pub async fn replace_roles(
     expected: &str,
     roles: &str,
 ) -> sqlx::Result<Option<UserRow>> {
-    with_db!(db, pool => sqlx::query_as(
+    with_db!(db, pool => sqlx::query_as(concat!(
         "UPDATE users SET roles = $4
          WHERE project_id = $1 AND id = $2 AND roles = $3
-         RETURNING id AS user_id, external_id, email_id, email, email_verified, first_name,
-                   middle_name, last_name, trusted_metadata, untrusted_metadata,
-                   created_at AS user_created_at, roles AS user_roles",
-    )
+         RETURNING ",
+        user_returning!()
+    ))
     .bind(project)
     .bind(id)
     .bind(expected)
