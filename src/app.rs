@@ -252,10 +252,10 @@ impl AppState {
                 let s = f.clone();
                 async move { s.metrics.upkeep() }
             }),
-            // The poll reads on from where it last read, not from the newest cursor known
-            // here: this instance's own events bump that at once, and another instance's
-            // event with a smaller cursor may have committed before them. (Cursors are
-            // handed out in commit order, so nothing can appear behind what it has read.)
+            // The poll reads on from where it last read, not from the heads known here:
+            // this instance's own events are published at once, and another instance's event
+            // with a smaller cursor may have committed before them. (Cursors are handed out
+            // in commit order, so nothing can appear behind what the poll has read.)
             every(Duration::from_millis(200), shutdown, move || {
                 let (s, polled) = (e.clone(), polled.clone());
                 async move {
@@ -564,14 +564,15 @@ pub async fn serve(
     crate::server::serve(listener, router(state), limits, shutdown).await
 }
 
-/// The newest revocation-feed cursor this instance knows of, in all and per project: bumped
-/// by its own revocations at once, and by a poll of the database (every 200 ms) for other
-/// instances'. Long-polls and streams wait on the first and read the database again only when
-/// their own project's head passed what they have: an event of one project does not make
-/// every waiter of every project query.
+/// Each project's newest revocation-feed cursor this instance knows of: bumped by its own
+/// revocations at once, and by a poll of the database (every 200 ms) for other instances'.
+/// Long-polls and streams wait for a signal that some head moved and read the database again
+/// only when their own project's head passed what they have: an event of one project does
+/// not make every waiter of every project query.
 pub struct Feed {
-    head: tokio::sync::watch::Sender<i64>,
-    /// Each project's newest cursor known here (updated before `head` signals).
+    /// Signals that some project's head moved (the heads say which).
+    moved: tokio::sync::watch::Sender<()>,
+    /// Each project's newest cursor known here (updated before `moved` signals).
     heads: std::sync::Mutex<HashMap<Uuid, i64>>,
     /// Set when the server stops: open streams end so the shutdown is not held up by them.
     closed: tokio::sync::watch::Sender<bool>,
@@ -588,7 +589,7 @@ pub const MAX_FEED_WAITERS: usize = 256;
 impl Default for Feed {
     fn default() -> Self {
         Self {
-            head: tokio::sync::watch::Sender::new(0),
+            moved: tokio::sync::watch::Sender::new(()),
             heads: Default::default(),
             closed: tokio::sync::watch::Sender::new(false),
             waiters: Arc::new(tokio::sync::Semaphore::new(MAX_FEED_WAITERS)),
@@ -607,12 +608,9 @@ impl Feed {
 
     /// Projects' newest cursors, as the database has them.
     pub fn published_heads(&self, heads: &[(Uuid, i64)]) {
-        let Some(newest) = heads.iter().map(|(_, c)| *c).max() else {
-            return;
-        };
-        // Waiters are woken when any project's head moved, not only the newest cursor: an
-        // event of another instance can be older than one of this instance's, already
-        // published, and still be new to its project's waiters.
+        // Any project's head that moved wakes the waiters, even below cursors already
+        // published here: another instance's event can be older than this instance's and
+        // still new to its project's waiters.
         let mut moved = false;
         {
             let mut known = self.heads.lock().unwrap_or_else(|e| e.into_inner());
@@ -622,10 +620,9 @@ impl Feed {
                 *slot = (*slot).max(*cursor);
             }
         }
-        self.head.send_if_modified(|head| {
-            *head = (*head).max(newest);
-            moved
-        });
+        if moved {
+            self.moved.send_replace(());
+        }
     }
 
     /// The newest cursor known here of `project`'s events (0: none since this process
@@ -635,8 +632,8 @@ impl Feed {
         known.get(&project).copied().unwrap_or(0)
     }
 
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
-        self.head.subscribe()
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.moved.subscribe()
     }
 
     /// A slot for a long-poll or a stream; `None` when all are taken.

@@ -52,7 +52,7 @@ pub fn routes() -> Router<AppState> {
 /// events. False when the server stops.
 async fn newer(
     state: &AppState,
-    changes: &mut tokio::sync::watch::Receiver<i64>,
+    changes: &mut tokio::sync::watch::Receiver<()>,
     closing: &mut tokio::sync::watch::Receiver<bool>,
     project: uuid::Uuid,
     seen: i64,
@@ -238,7 +238,7 @@ async fn stream(
         project: Arc<Project>,
         cursor: Option<i64>,
         pending: VecDeque<Event>,
-        changes: tokio::sync::watch::Receiver<i64>,
+        changes: tokio::sync::watch::Receiver<()>,
         closing: tokio::sync::watch::Receiver<bool>,
         _slot: tokio::sync::OwnedSemaphorePermit,
     }
