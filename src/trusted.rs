@@ -77,6 +77,15 @@ struct Entry {
 }
 
 impl Entry {
+    /// The profile's entry, new when there is none or its JWKS URL changed.
+    fn of<'a>(cache: &'a mut HashMap<Uuid, Entry>, profile: Uuid, url: &str) -> &'a mut Entry {
+        let entry = cache.entry(profile).or_insert_with(|| Entry::new(url));
+        if entry.url != url {
+            *entry = Entry::new(url);
+        }
+        entry
+    }
+
     fn new(url: &str) -> Self {
         Self {
             url: url.to_string(),
@@ -111,10 +120,7 @@ pub struct ProviderKeys {
 impl ProviderKeys {
     fn plan(&self, profile: Uuid, url: &str, kid: Option<&str>, now: i64) -> Plan {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = cache.entry(profile).or_insert_with(|| Entry::new(url));
-        if entry.url != url {
-            *entry = Entry::new(url);
-        }
+        let entry = Entry::of(&mut cache, profile, url);
         let stale = now >= entry.fetched_at.saturating_add(entry.max_age);
         let unknown = kid.is_some_and(|k| entry.keys.as_ref().is_some_and(|s| s.find(k).is_none()));
         let may_force = entry
@@ -149,10 +155,7 @@ impl ProviderKeys {
         now: i64,
     ) -> Result<Arc<JwkSet>, String> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = cache.entry(profile).or_insert_with(|| Entry::new(url));
-        if entry.url != url {
-            *entry = Entry::new(url);
-        }
+        let entry = Entry::of(&mut cache, profile, url);
         match outcome {
             Ok((keys, max_age)) => {
                 let keys = Arc::new(keys);
