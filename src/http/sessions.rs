@@ -122,10 +122,12 @@ fn mint(state: &AppState, project: &Project, session: &Session, now: i64) -> Res
 }
 
 /// The outcome of what follows the spending of a single-use token (a magic link, an
-/// attested token). A refusal (4xx) was decided before anything was written (the session
+/// attested token). A refusal (4xx) was decided before the session was written (the session
 /// ended meanwhile, or a concurrent claim merge filled it), so `give_back` makes the token
 /// usable again for a corrected request; after a database failure it stays spent, since the
-/// session may have been written.
+/// session may have been written. An attested token's roles may already have been granted
+/// when the refusal comes: the grant is idempotent (the same token adds the same roles), so
+/// giving the token back is still safe.
 pub async fn after_spending<T>(
     done: Result<T>,
     give_back: impl std::future::Future<Output = sqlx::Result<()>>,
