@@ -43,6 +43,8 @@ pub struct Settings {
     /// How long ended sessions and magic links are kept, and how often the purge runs.
     pub retention: Duration,
     pub retention_interval: Duration,
+    /// SSF Security Event Tokens this process may sign for the first time per second.
+    pub ssf_signatures_per_second: u32,
 }
 
 impl Settings {
@@ -61,6 +63,7 @@ impl Settings {
             auth_attempts_per_project: c.server.auth_attempts_per_minute_per_project,
             retention: Duration::from_secs(c.retention.seconds),
             retention_interval: Duration::from_secs(c.retention.interval_seconds),
+            ssf_signatures_per_second: c.server.ssf_signatures_per_second,
         }
     }
 }
@@ -113,7 +116,7 @@ impl AppState {
             ),
             touches: Touches::default(),
             metrics: Default::default(),
-            feed: Feed::default(),
+            feed: Feed::new(settings.ssf_signatures_per_second),
             provider_keys: Default::default(),
             db,
             master,
@@ -586,14 +589,15 @@ pub struct Feed {
 /// Most feed long-polls and streams open at once per process.
 pub const MAX_FEED_WAITERS: usize = 256;
 
-impl Default for Feed {
-    fn default() -> Self {
+impl Feed {
+    /// `ssf_signatures_per_second`: see [`crate::http::revocations::SignedSets`].
+    pub fn new(ssf_signatures_per_second: u32) -> Self {
         Self {
             moved: tokio::sync::watch::Sender::new(()),
             heads: Default::default(),
             closed: tokio::sync::watch::Sender::new(false),
             waiters: Arc::new(tokio::sync::Semaphore::new(MAX_FEED_WAITERS)),
-            sets: Default::default(),
+            sets: crate::http::revocations::SignedSets::new(ssf_signatures_per_second),
         }
     }
 }
@@ -656,7 +660,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_feed_waiter_learns_only_of_its_own_projects_events() {
-        let feed = Feed::default();
+        let feed = Feed::new(1);
         let (p, q) = (Uuid::new_v4(), Uuid::new_v4());
         let mut changes = feed.subscribe();
         assert_eq!((feed.head_of(p), feed.head_of(q)), (0, 0));

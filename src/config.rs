@@ -68,6 +68,7 @@ pub struct ServerConfig {
     pub auth_attempts_per_minute_per_client: u32,
     pub auth_attempts_per_minute_per_project: u32,
     pub argon2_concurrency: usize,
+    pub ssf_signatures_per_second: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +166,12 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
         "HALLPASS_AUTH_ATTEMPTS_PER_MINUTE_PER_PROJECT",
         "server",
         "auth_attempts_per_minute_per_project",
+        Kind::Int,
+    ),
+    (
+        "HALLPASS_SSF_SIGNATURES_PER_SECOND",
+        "server",
+        "ssf_signatures_per_second",
         Kind::Int,
     ),
     ("HALLPASS_DATABASE_URL", "database", "url", Kind::Str),
@@ -349,6 +356,10 @@ impl Config {
             (
                 "server.auth_attempts_per_minute_per_project",
                 u64::from(self.server.auth_attempts_per_minute_per_project),
+            ),
+            (
+                "server.ssf_signatures_per_second",
+                u64::from(self.server.ssf_signatures_per_second),
             ),
             (
                 "database.acquire_timeout_ms",

@@ -43,6 +43,8 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pub jwts_minted: Counter,
+    /// SSF Security Event Tokens signed (each once per process; resent ones not counted).
+    pub ssf_sets_signed: Counter,
     pub signing_seconds: Histogram,
     pub caller_cache_hits: Counter,
     pub caller_argon2_runs: Counter,
@@ -133,6 +135,7 @@ impl Metrics {
             .set(1.0);
         Self {
             jwts_minted: counter("hallpass_jwts_minted_total", vec![]),
+            ssf_sets_signed: counter("hallpass_ssf_sets_signed_total", vec![]),
             signing_seconds: recorder.register_histogram(
                 &key("hallpass_jwt_signing_duration_seconds", vec![]),
                 &METADATA,
@@ -286,6 +289,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "The running build: version and git commit.",
     ),
     ("hallpass_jwts_minted_total", "Session JWTs signed."),
+    (
+        "hallpass_ssf_sets_signed_total",
+        "SSF Security Event Tokens signed (once each per process; resending is not counted).",
+    ),
     (
         "hallpass_jwt_signing_duration_seconds",
         "Time to sign one session JWT (RSA-2048).",

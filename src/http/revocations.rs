@@ -307,8 +307,18 @@ struct SsfPollRequest {
 /// 8936 retransmits the same SET), so a poll signs only the events it is the first to send:
 /// the feed is readable without credentials, and polling it again must not cost a signature
 /// per event each time. The oldest cursors go first past [`MAX_SIGNED_SETS`] (about 1 KB each).
-#[derive(Default)]
-pub struct SignedSets(Mutex<BTreeMap<i64, SignedSet>>);
+///
+/// What is signed for the first time is bounded too, since a public feed with more kept
+/// events than are remembered here could otherwise be read round and round to make the
+/// server sign without end: one poll at a time signs, on a blocking thread (not a request
+/// worker), at most [`MAX_NEW_SETS_PER_POLL`] SETs, out of a process-wide allowance of
+/// signatures per second. A page is cut short (with `moreAvailable`) where the allowance ran
+/// out; a poll that can send nothing is answered 429 with Retry-After.
+pub struct SignedSets {
+    kept: Mutex<BTreeMap<i64, SignedSet>>,
+    signing: tokio::sync::Semaphore,
+    allowance: governor::DefaultDirectRateLimiter,
+}
 
 struct SignedSet {
     project: uuid::Uuid,
@@ -319,22 +329,131 @@ struct SignedSet {
 
 /// Most SETs kept.
 const MAX_SIGNED_SETS: usize = 10_000;
+/// Most SETs one poll signs for the first time (about 0.4 ms of CPU each).
+const MAX_NEW_SETS_PER_POLL: usize = 100;
+/// How long a poll waits for another poll's signing to finish.
+const SIGNING_WAIT: Duration = Duration::from_secs(2);
 
 impl SignedSets {
+    /// `per_second`: new signatures allowed per second in this process (a second's worth
+    /// may come at once).
+    pub fn new(per_second: u32) -> Self {
+        let n = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+        Self {
+            kept: Default::default(),
+            signing: tokio::sync::Semaphore::new(1),
+            allowance: governor::RateLimiter::direct(governor::Quota::per_second(n)),
+        }
+    }
+
     fn get(&self, cursor: i64, project: uuid::Uuid, key: uuid::Uuid) -> Option<Arc<str>> {
-        let sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let sets = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         sets.get(&cursor)
             .filter(|s| s.project == project && s.key == key)
             .map(|s| s.set.clone())
     }
 
     fn put(&self, cursor: i64, project: uuid::Uuid, key: uuid::Uuid, set: Arc<str>) {
-        let mut sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sets = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         sets.insert(cursor, SignedSet { project, key, set });
         while sets.len() > MAX_SIGNED_SETS {
             sets.pop_first();
         }
     }
+
+    /// The SETs of `events` (in order), the longest prefix of them that can be sent now:
+    /// those signed before, and up to the bounds above signed now with the project's current
+    /// key. An empty answer for a non-empty `events` is a 429.
+    async fn page(
+        &self,
+        project: &Project,
+        events: &[Event],
+        now: i64,
+        signed_count: &metrics::Counter,
+    ) -> Result<Vec<(String, Arc<str>)>> {
+        let key = project
+            .ring
+            .signer
+            .clone()
+            .ok_or(Error::ServiceUnavailable)?;
+        let (pid, kid) = (project.id.uuid, key.id);
+        let mut sets = Vec::with_capacity(events.len());
+        for e in events {
+            match self.get(e.cursor, pid, kid) {
+                Some(set) => sets.push((e.cursor.to_string(), set)),
+                None => break,
+            }
+        }
+        if sets.len() < events.len() {
+            // Another poll may be signing these very events: once it is done they are kept.
+            let permit = tokio::time::timeout(SIGNING_WAIT, self.signing.acquire()).await;
+            if let Ok(Ok(_permit)) = permit {
+                let mut unsigned = Vec::new();
+                let mut ready = Vec::new();
+                for e in &events[sets.len()..] {
+                    if let Some(set) = self.get(e.cursor, pid, kid) {
+                        ready.push((e.cursor, Some(set)));
+                        continue;
+                    }
+                    if unsigned.len() == MAX_NEW_SETS_PER_POLL || self.allowance.check().is_err() {
+                        break;
+                    }
+                    unsigned.push(set_claims(project, e, now)?);
+                    ready.push((e.cursor, None));
+                }
+                let signer = key.clone();
+                let env = project.id.env;
+                let signed = tokio::task::spawn_blocking(move || {
+                    unsigned
+                        .iter()
+                        .map(|claims| signer.sign_with_typ("secevent+jwt", env, claims))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                })
+                .await
+                .map_err(Error::internal)?
+                .map_err(Error::internal)?;
+                signed_count.increment(signed.len() as u64);
+                let mut signed = signed.into_iter();
+                for (cursor, set) in ready {
+                    let set = match set {
+                        Some(set) => set,
+                        None => {
+                            let set: Arc<str> = signed
+                                .next()
+                                .ok_or_else(|| Error::internal("a SET was not signed"))?
+                                .into();
+                            self.put(cursor, pid, kid, set.clone());
+                            set
+                        }
+                    };
+                    sets.push((cursor.to_string(), set));
+                }
+            }
+        }
+        if sets.is_empty() && !events.is_empty() {
+            return Err(Error::TooManyRequests(1));
+        }
+        Ok(sets)
+    }
+}
+
+/// The claims of `event`'s SET, first issued at `now`.
+fn set_claims(project: &Project, e: &Event, now: i64) -> Result<Vec<u8>> {
+    let project_id = project.id.to_string();
+    let claims = json!({
+        "iss": format!("stytch.com/{project_id}"),
+        "aud": project_id,
+        "jti": e.cursor.to_string(),
+        "iat": now,
+        "events": {
+            CAEP_SESSION_REVOKED: {
+                "subject": {"format": "opaque", "id": project.id.id(Kind::Session, e.session_id)},
+                "event_timestamp": e.revoked_at,
+                "reason_admin": {"en": e.reason},
+            }
+        }
+    });
+    serde_json::to_vec(&claims).map_err(Error::internal)
 }
 
 /// `sets` written in cursor order (oldest first): a JSON object whose keys keep the order of
@@ -409,43 +528,14 @@ async fn ssf_poll(
         }
     };
     drop(slot);
-    let key = project
-        .ring
-        .signer
-        .as_ref()
-        .ok_or(Error::ServiceUnavailable)?;
-    let project_id = project.id.to_string();
     let now = state.clock.now();
-    let mut sets = Vec::with_capacity(events.len());
-    for e in &events {
-        let signed = &state.feed.sets;
-        if let Some(set) = signed.get(e.cursor, project.id.uuid, key.id) {
-            sets.push((e.cursor.to_string(), set));
-            continue;
-        }
-        let claims = json!({
-            "iss": format!("stytch.com/{project_id}"),
-            "aud": project_id,
-            "jti": e.cursor.to_string(),
-            "iat": now,
-            "events": {
-                CAEP_SESSION_REVOKED: {
-                    "subject": {"format": "opaque", "id": project.id.id(Kind::Session, e.session_id)},
-                    "event_timestamp": e.revoked_at,
-                    "reason_admin": {"en": e.reason},
-                }
-            }
-        });
-        let body = serde_json::to_vec(&claims).map_err(Error::internal)?;
-        let set: Arc<str> = key
-            .sign_with_typ("secevent+jwt", project.id.env, &body)
-            .map_err(Error::internal)?
-            .into();
-        signed.put(e.cursor, project.id.uuid, key.id, set.clone());
-        sets.push((e.cursor.to_string(), set));
-    }
+    let sets = state
+        .feed
+        .sets
+        .page(&project, &events, now, &state.metrics.ssf_sets_signed)
+        .await?;
     Ok(render(SsfPollBody {
-        more_available: events.len() as i64 == limit && limit > 0,
+        more_available: sets.len() < events.len() || (events.len() as i64 == limit && limit > 0),
         sets: OrderedSets(sets),
     }))
 }

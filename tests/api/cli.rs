@@ -95,6 +95,7 @@ impl Cli {
             auth_attempts_per_project: 600,
             retention: Duration::from_secs(30 * 86_400),
             retention_interval: Duration::from_secs(3600),
+            ssf_signatures_per_second: 500,
         };
         let state = AppState::new(
             self.db().await,

@@ -153,6 +153,15 @@ impl TestApp {
     }
 
     pub async fn with_schedule(schedule: Schedule) -> Self {
+        Self::build(schedule, 500).await
+    }
+
+    /// With this allowance of new SSF signatures per second.
+    pub async fn with_ssf_signatures_per_second(n: u32) -> Self {
+        Self::build(schedule(), n).await
+    }
+
+    async fn build(schedule: Schedule, ssf_signatures_per_second: u32) -> Self {
         let (db, dir) = fresh_db().await;
         let master = MasterKeys::parse(&MasterKeys::generate_encoded()).unwrap();
         let (clock, handle) = Clock::manual(START);
@@ -166,6 +175,7 @@ impl TestApp {
             auth_attempts_per_project: 600,
             retention: Duration::from_secs(30 * 86_400),
             retention_interval: Duration::from_secs(3600),
+            ssf_signatures_per_second,
         };
         let project_id = format!("project-test-{}", uuid::Uuid::new_v4());
         let secret = "a-test-secret-that-is-long-enough-0123456789".to_string();

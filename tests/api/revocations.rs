@@ -415,3 +415,89 @@ async fn the_ssf_poll_endpoint_serves_caep_session_revoked_sets() {
         .await;
     assert!(r.ok()["sets"].as_object().unwrap().is_empty());
 }
+
+/// A user with `n` sessions, deleted: `n` events on the feed.
+async fn deleted_user_with_sessions(app: &TestApp, n: usize) {
+    let user = app.user(&format!("many-{n}@example.com")).await;
+    for _ in 0..n {
+        app.session_for(&user, 60).await;
+    }
+    app.delete(&format!("/v1/users/{user}")).await.ok();
+}
+
+async fn ssf_poll(app: &TestApp, ack: Value) -> crate::harness::Response {
+    app.request(
+        axum::http::Method::POST,
+        &format!("{}/ssf/poll", feed_path(app)),
+        Some(&json!({"ack": ack, "maxEvents": 1000, "returnImmediately": true})),
+        None,
+        &[],
+    )
+    .await
+}
+
+/// The feed is public: polling it round and round must not make the server sign without
+/// end. Concurrent polls sign each SET once; one poll signs at most 100 new ones, and the
+/// page says more are available.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ssf_polls_sign_each_set_once_and_at_most_a_hundred_at_a_time() {
+    let app = Arc::new(TestApp::new().await);
+    deleted_user_with_sessions(&app, 150).await;
+    let mut polls = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let app = app.clone();
+        polls.spawn(async move { ssf_poll(&app, json!([])).await });
+    }
+    let pages = polls.join_all().await;
+    let mut first: Option<serde_json::Map<String, Value>> = None;
+    for page in &pages {
+        let body = page.ok();
+        let sets = body["sets"].as_object().unwrap();
+        // Each page is the feed's first events, in order; 100 or (after another poll
+        // signed the first 100) all 150.
+        assert!(sets.len() == 100 || sets.len() == 150, "{}", sets.len());
+        assert_eq!(body["moreAvailable"], sets.len() == 100);
+        let first = first.get_or_insert_with(|| sets.clone());
+        for (jti, set) in sets {
+            if let Some(seen) = first.get(jti) {
+                assert_eq!(seen, set);
+            }
+        }
+    }
+    // The first poll to sign signed 100; the next signed the other 50.
+    let short = pages
+        .iter()
+        .filter(|p| p.body["sets"].as_object().unwrap().len() == 100);
+    assert_eq!(short.count(), 1);
+    assert_eq!(app.metric("hallpass_ssf_sets_signed_total").await, 150);
+    // Polled again: nothing is signed again.
+    let again = ssf_poll(&app, json!([])).await;
+    assert_eq!(again.ok()["sets"].as_object().unwrap().len(), 150);
+    assert_eq!(app.metric("hallpass_ssf_sets_signed_total").await, 150);
+}
+
+/// Past the allowance of new signatures per second, a page is cut short; a poll that can
+/// send nothing is told to retry.
+#[tokio::test]
+async fn ssf_polls_past_the_signing_allowance_get_a_short_page_then_429() {
+    let app = TestApp::with_ssf_signatures_per_second(3).await;
+    deleted_user_with_sessions(&app, 5).await;
+    let started = Instant::now();
+    let page = ssf_poll(&app, json!([])).await;
+    let body = page.ok();
+    let sets = body["sets"].as_object().unwrap();
+    let jtis: Vec<i64> = sets.keys().map(|k| k.parse().unwrap()).collect();
+    let refused = ssf_poll(&app, json!([jtis.iter().max().unwrap().to_string()])).await;
+    if started.elapsed() < Duration::from_millis(300) {
+        // Within a third of a second, the allowance (3 per second, 3 at once) has not
+        // grown back.
+        assert_eq!(sets.len(), 3);
+        assert_eq!(body["moreAvailable"], true);
+        refused.error(429, "too_many_requests");
+        assert_eq!(refused.headers["retry-after"], "1");
+    }
+    assert_eq!(
+        app.metric("hallpass_ssf_sets_signed_total").await,
+        jtis.len() as u64
+    );
+}
