@@ -329,6 +329,13 @@ async fn lookup(
     Ok((session, user))
 }
 
+/// How long past its idle timeout a session must look before it is ended for good. Touches
+/// are written behind (within about a second, `app::TOUCH_MAX_DELAY`): another instance may
+/// have just answered an authenticate of it whose touch is not stored yet. Inside this
+/// margin the session is not found here, but it is not ended, so that instance's touch,
+/// once stored, keeps it alive everywhere.
+const IDLE_END_MARGIN_SECONDS: i64 = 5;
+
 /// A session found ended by the project's idle timeout or absolute lifetime (not by its own
 /// expiry or a revocation) is ended for good here, once, and published on the revocation
 /// feed, so verifiers stop accepting its JWTs. Failing to record it only delays that.
@@ -337,14 +344,19 @@ async fn notice_policy_end(state: &AppState, project: &Project, session: &Sessio
         return;
     }
     let bounds = project.policy.bounds(now);
+    let idle_by = bounds
+        .last_accessed_after
+        .saturating_sub(IDLE_END_MARGIN_SECONDS);
     let reason = if session.started_at <= bounds.started_after {
         Reason::AbsoluteLifetime
-    } else if session.last_accessed_at <= bounds.last_accessed_after {
+    } else if session.last_accessed_at <= idle_by {
         Reason::IdleTimeout
     } else {
         return;
     };
-    match revocations::end_session(&state.db, project.id.uuid, session.id, now, reason).await {
+    let by = (bounds.started_after, idle_by);
+    let ended = revocations::end_by_policy(&state.db, project.id.uuid, session.id, now, reason, by);
+    match ended.await {
         Ok(cursor) => state.feed.published(project.id.uuid, cursor),
         Err(e) => tracing::warn!(error = %e, "could not record a session ended by policy"),
     }

@@ -99,15 +99,53 @@ pub async fn end_session(
     now: i64,
     reason: Reason,
 ) -> sqlx::Result<Option<i64>> {
+    end(db, project, session, now, reason, None).await
+}
+
+/// Ends one session that the project's policy has ended: started at or before
+/// `started_by` (absolute lifetime), or last accessed at or before `accessed_by` (idle
+/// timeout), checked again by the statement itself, so that a touch or an extension stored
+/// after the caller read the session keeps it alive. Otherwise as [`end_session`].
+pub async fn end_by_policy(
+    db: &Db,
+    project: Uuid,
+    session: Uuid,
+    now: i64,
+    reason: Reason,
+    (started_by, accessed_by): (i64, i64),
+) -> sqlx::Result<Option<i64>> {
+    end(
+        db,
+        project,
+        session,
+        now,
+        reason,
+        Some((started_by, accessed_by)),
+    )
+    .await
+}
+
+async fn end(
+    db: &Db,
+    project: Uuid,
+    session: Uuid,
+    now: i64,
+    reason: Reason,
+    policy: Option<(i64, i64)>,
+) -> sqlx::Result<Option<i64>> {
+    let (started_by, accessed_by) = policy.unwrap_or((i64::MAX, i64::MAX));
     let mut tx = begin(db).await?;
     let ended: Vec<(Uuid, i64)> = with_tx!(&mut tx, c => sqlx::query_as(
         "UPDATE sessions SET revoked_at = $3
          WHERE id = $1 AND project_id = $2 AND revoked_at IS NULL AND expires_at > $3
+           AND (started_at <= $4 OR last_accessed_at <= $5)
          RETURNING id, expires_at",
     )
     .bind(session)
     .bind(project)
     .bind(now)
+    .bind(started_by)
+    .bind(accessed_by)
     .fetch_all(&mut *c)
     .await?);
     let cursor = record(&mut tx, project, &ended, now, reason).await?;

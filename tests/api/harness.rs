@@ -67,6 +67,7 @@ impl Response {
     }
 }
 
+#[derive(Clone)]
 pub struct Credentials {
     pub project_id: String,
     pub secret: String,
@@ -193,6 +194,29 @@ impl TestApp {
             schedule,
             creds: Credentials { project_id, secret },
             _dir: dir,
+        }
+    }
+
+    /// A second instance on the same database, with the same clock and settings: its own
+    /// caches and its own touches not yet written, as another replica would have.
+    pub async fn replica(&self) -> TestApp {
+        let state = AppState::new(
+            self.db.clone(),
+            self.master.clone(),
+            self.state.clock.clone(),
+            self.state.settings.clone(),
+            None,
+        );
+        state.maintain().await;
+        TestApp {
+            router: router(state.clone()),
+            state,
+            clock: self.clock.clone(),
+            db: self.db.clone(),
+            master: self.master.clone(),
+            schedule: self.schedule,
+            creds: self.creds.clone(),
+            _dir: None,
         }
     }
 

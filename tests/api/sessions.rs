@@ -467,3 +467,58 @@ async fn an_expired_session_is_not_found() {
         .await
         .error(404, "session_not_found");
 }
+
+/// Two instances on one database. One answers an authenticate whose touch it has not
+/// written yet; the other reads the stored, older `last_accessed_at` just past the idle
+/// timeout. It does not find the session, but it must not end it for good: once the touch
+/// is stored the session is alive everywhere, and no `idle_timeout` event was published.
+/// Past the margin with nothing newer stored, the session is ended and published.
+#[tokio::test]
+async fn an_idle_end_read_on_another_instance_waits_for_touches_not_yet_written() {
+    let app = TestApp::new().await;
+    let mut row = hallpass::admin::get_project(&app.db, &app.creds.project_id)
+        .await
+        .unwrap();
+    row.idle_timeout_minutes = Some(10);
+    hallpass::store::projects::update_settings(&app.db, &row)
+        .await
+        .unwrap();
+    app.maintain().await;
+    let other = app.replica().await;
+    let feed = format!("/v1/sessions/revocations/{}", app.creds.project_id);
+    let idle_events = |body: &Value| {
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == "idle_timeout")
+            .count()
+    };
+
+    let s = app.session(600).await;
+    let token = json!({"session_token": s["session_token"]});
+    app.advance(9 * 60);
+    app.authenticate(token.clone()).await.ok();
+    // The stored last_accessed_at is now 1 s past the idle bound; the one on `app`, 9 min.
+    app.advance(60 + 1);
+    other
+        .authenticate(token.clone())
+        .await
+        .error(404, "session_not_found");
+    app.authenticate(token.clone()).await.ok();
+    app.maintain().await;
+    other.authenticate(token.clone()).await.ok();
+    assert_eq!(idle_events(app.get_anonymous(&feed, &[]).await.ok()), 0);
+
+    // Idle for real: ended for good once past the margin, on either instance, and published.
+    other.maintain().await;
+    app.advance(10 * 60 + 6);
+    other
+        .authenticate(token.clone())
+        .await
+        .error(404, "session_not_found");
+    assert_eq!(idle_events(app.get_anonymous(&feed, &[]).await.ok()), 1);
+    app.authenticate(token)
+        .await
+        .error(404, "session_not_found");
+}
