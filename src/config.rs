@@ -389,6 +389,34 @@ impl Config {
                 return Err((key, "must be greater than 0".to_string()));
             }
         }
+        // A new key is published 2 x max-age before it signs. An instance learns of it within
+        // the refresh interval, and a verifier may have cached that instance's JWKS just
+        // before, for max-age: refresh + max-age must fit in 2 x max-age.
+        if self.keys.refresh_interval_seconds > self.keys.jwks_max_age_seconds {
+            return Err((
+                "keys.refresh_interval_seconds",
+                format!(
+                    "must not exceed keys.jwks_max_age_seconds ({}): every instance must \
+                     publish a new key before it signs and verifiers' cached JWKS expires",
+                    self.keys.jwks_max_age_seconds
+                ),
+            ));
+        }
+        // A URL with a scheme that is neither Postgres's nor SQLite's would be taken for a
+        // SQLite file name, and named in errors with its password. Only the scheme is shown.
+        let url = self.database.url.expose().trim();
+        if let Some((scheme, _)) = url.split_once("://")
+            && !matches!(scheme, "postgres" | "postgresql" | "sqlite")
+        {
+            let scheme: String = scheme.chars().take(20).collect();
+            return Err((
+                "database.url",
+                format!(
+                    "the scheme {scheme:?} is not supported: postgres://… or postgresql://… \
+                     (lower case) for Postgres, sqlite:PATH or a file path for SQLite"
+                ),
+            ));
+        }
         // A typo in the filter would otherwise silence every log line, warnings included.
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err((
@@ -514,6 +542,52 @@ mod tests {
             err.to_string().contains("listen") || err.to_string().contains("address"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_database_url_of_another_scheme_is_refused_without_its_password() {
+        for url in ["Postgres://u:pw-secret@h/db", "mysql://u:pw-secret@h/db"] {
+            let err = Config::load_from(None, env(vec![("HALLPASS_DATABASE_URL", url)].leak())).unwrap_err();
+            let err = err.to_string();
+            assert!(
+                err.contains("HALLPASS_DATABASE_URL") && err.contains("scheme"),
+                "{err}"
+            );
+            assert!(!err.contains("pw-secret"), "{err}");
+        }
+        for url in [
+            "sqlite:///tmp/x.db",
+            "sqlite:x.db",
+            "x.db",
+            "postgresql://u@h/db",
+        ] {
+            Config::load_from(None, env(vec![("HALLPASS_DATABASE_URL", url)].leak())).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_refresh_must_be_quicker_than_the_jwks_max_age() {
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("HALLPASS_KEYS_REFRESH_INTERVAL_SECONDS", "301"),
+                ("HALLPASS_KEYS_JWKS_MAX_AGE_SECONDS", "300"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("HALLPASS_KEYS_REFRESH_INTERVAL_SECONDS"),
+            "{err}"
+        );
+        Config::load_from(
+            None,
+            env(&[
+                ("HALLPASS_KEYS_REFRESH_INTERVAL_SECONDS", "300"),
+                ("HALLPASS_KEYS_JWKS_MAX_AGE_SECONDS", "300"),
+            ]),
+        )
+        .unwrap();
     }
 
     #[test]

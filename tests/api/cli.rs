@@ -351,6 +351,24 @@ async fn configuration_errors_name_what_is_wrong() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("HALLPASS_KEYS_JWKS_MAX_AGE_SECONDS"));
+    // A mistyped scheme is not taken for a SQLite file name, and its password is not shown.
+    let out = Command::new(env!("CARGO_BIN_EXE_hallpass"))
+        .args(["project", "list"])
+        .env_clear()
+        .env(
+            "HALLPASS_DATABASE_URL",
+            "Postgres://u:pw-secret@127.0.0.1/db",
+        )
+        .current_dir(&cli._dir.0)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("HALLPASS_DATABASE_URL") && err.contains("scheme"),
+        "{err}"
+    );
+    assert!(!err.contains("pw-secret"), "{err}");
     if postgres_url().is_some() {
         let out = Command::new(env!("CARGO_BIN_EXE_hallpass"))
             .args(["project", "create", "--name", "x"])
