@@ -159,8 +159,11 @@ fn sqlstate_class(e: &sqlx::Error) -> String {
 /// Whether a database error says the database is away, restarting or saturated, so that the
 /// caller may retry (503), rather than that the statement is wrong (a bug, 500): pool and
 /// connection failures, SQLSTATE classes 08 (connection exception), 57 (operator
-/// intervention: shutting down, starting up, terminated), 53 (insufficient resources) and 40
-/// (serialization failure, deadlock), and SQLite's busy and locked codes.
+/// intervention: shutting down, starting up, terminated), 53 (insufficient resources), 58
+/// (system error: I/O) and 40 (serialization failure, deadlock), 25006 (a read-only
+/// transaction: a standby after a failover), and SQLite's codes for the same conditions
+/// (busy, locked, out of memory, read-only, I/O error, disk full, cannot open), so that both
+/// backends answer a database in trouble alike.
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut
@@ -172,10 +175,15 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(d) => {
             let code = d.code();
             let code = code.as_deref().unwrap_or_default();
-            matches!(code.get(..2), Some("08" | "57" | "53" | "40"))
-                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
-                || matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6))
-                    && code.len() <= 4
+            matches!(code.get(..2), Some("08" | "57" | "53" | "40" | "58"))
+                // A read-only transaction: connected to a standby (during a failover).
+                || code == "25006"
+                // SQLite: busy, locked, out of memory, read-only, I/O error, disk full,
+                // cannot open (7, 8, 10, 13, 14), with extended codes.
+                || matches!(
+                    code.parse::<i32>().map(|c| c & 0xff),
+                    Ok(5 | 6 | 7 | 8 | 10 | 13 | 14)
+                ) && code.len() <= 4
         }
         _ => false,
     }
@@ -216,5 +224,70 @@ impl IntoResponse for Error {
                 .insert(header::RETRY_AFTER, HeaderValue::from(after));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::is_unavailable;
+
+    /// A database error carrying only a code, as Postgres (SQLSTATE) or SQLite (a number)
+    /// would report it.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "code {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn unavailable(code: &'static str) -> bool {
+        is_unavailable(&sqlx::Error::Database(Box::new(Coded(code))))
+    }
+
+    #[test]
+    fn a_database_in_trouble_is_unavailable_on_both_backends() {
+        // Postgres: connection, shutdown, resources (disk full 53100), I/O (58030),
+        // deadlock, a standby's read-only transaction.
+        for code in ["08006", "57P01", "53100", "58030", "40P01", "25006"] {
+            assert!(unavailable(code), "{code}");
+        }
+        // SQLite: busy, locked, out of memory, read-only, I/O error (and IOERR_READ, 266),
+        // disk full, cannot open.
+        for code in ["5", "6", "7", "8", "10", "266", "13", "14", "517"] {
+            assert!(unavailable(code), "{code}");
+        }
+        // A statement's own fault stays a 500 (or is mapped where it is expected):
+        // Postgres unique and foreign-key violations, undefined table; SQLite constraint
+        // (19, 1555, 787), SQL error (1).
+        for code in ["23505", "23503", "42P01", "19", "1555", "787", "1"] {
+            assert!(!unavailable(code), "{code}");
+        }
     }
 }
