@@ -501,3 +501,48 @@ async fn ssf_polls_past_the_signing_allowance_get_a_short_page_then_429() {
         jtis.len() as u64
     );
 }
+
+/// A user's many sessions ended at once are written a batch of events per statement: every
+/// session gets exactly one event, across batches, on revoke by user and on user delete.
+#[tokio::test]
+async fn ending_a_users_many_sessions_publishes_one_event_each() {
+    let app = TestApp::new().await;
+    let user = app.user("busy@example.com").await;
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..1_100 {
+        let s = app.session_for(&user, 60).await;
+        ids.insert(s["session"]["session_id"].as_str().unwrap().to_string());
+    }
+    app.revoke(json!({"user_id": user})).await.ok();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut query = "?limit=1000".to_string();
+    loop {
+        let page = events(&app, &query).await;
+        let batch = session_ids(&page);
+        for e in page["events"].as_array().unwrap() {
+            assert_eq!(e["reason"], "user_sessions_revoked");
+        }
+        for id in &batch {
+            assert!(seen.insert(id.clone()), "{id} published twice");
+        }
+        if batch.is_empty() {
+            break;
+        }
+        query = format!(
+            "?after={}&limit=1000",
+            page["next_cursor"].as_str().unwrap()
+        );
+    }
+    assert_eq!(seen, ids);
+    for s in ids.iter().take(3) {
+        let r = app.get(&format!("/v1/sessions?user_id={user}")).await;
+        assert!(r.ok()["sessions"].as_array().unwrap().is_empty(), "{s}");
+    }
+
+    // A deleted user's live sessions too.
+    deleted_user_with_sessions(&app, 600).await;
+    let page = events(&app, &query).await;
+    assert_eq!(session_ids(&page).len(), 600);
+    let unique: std::collections::BTreeSet<_> = session_ids(&page).into_iter().collect();
+    assert_eq!(unique.len(), 600);
+}
