@@ -547,7 +547,8 @@ mod tests {
     #[test]
     fn a_database_url_of_another_scheme_is_refused_without_its_password() {
         for url in ["Postgres://u:pw-secret@h/db", "mysql://u:pw-secret@h/db"] {
-            let err = Config::load_from(None, env(vec![("HALLPASS_DATABASE_URL", url)].leak())).unwrap_err();
+            let err = Config::load_from(None, env(vec![("HALLPASS_DATABASE_URL", url)].leak()))
+                .unwrap_err();
             let err = err.to_string();
             assert!(
                 err.contains("HALLPASS_DATABASE_URL") && err.contains("scheme"),
