@@ -324,7 +324,10 @@ async fn connection(
         tokio::select! {
             _ = served.as_mut() => return,
             _ = conn.close.notified() => return,
-            _ = tokio::time::sleep_until(deadline), if !stopping => {
+            // Also while stopping: hyper's graceful shutdown closes only connections that
+            // have read nothing of a request, so one that sent part of a head and no more
+            // would hold the shutdown open for good without the header-read timeout.
+            _ = tokio::time::sleep_until(deadline) => {
                 if conn.in_flight.load(Ordering::Acquire) == 0 && expired(&conn, registry, &limits) {
                     return;
                 }

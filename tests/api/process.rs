@@ -18,6 +18,15 @@ const PROJECT: &str = "project-test-7d1c4a4e-1111-4c3b-9d6e-2f0a5b6c7d8e";
 const SECRET: &str = "process-test-secret-0123456789-0123456789";
 
 async fn start(db_url: &str, master: &str, dir: &std::path::Path) -> Server {
+    start_with(db_url, master, dir, &[]).await
+}
+
+async fn start_with(
+    db_url: &str,
+    master: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -33,6 +42,7 @@ async fn start(db_url: &str, master: &str, dir: &std::path::Path) -> Server {
         .env("HALLPASS_BOOTSTRAP_PROJECT_ID", PROJECT)
         .env("HALLPASS_BOOTSTRAP_SECRET", SECRET)
         .env("HALLPASS_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -183,4 +193,44 @@ async fn a_killed_server_loses_nothing_and_a_stopped_one_flushes_its_touches() {
         list["sessions"][0]["last_accessed_at"],
         touched["session"]["last_accessed_at"]
     );
+}
+
+/// A connection that sent part of a request head and then nothing does not hold a stopping
+/// server open: the header-read timeout still closes it, and the process exits.
+#[tokio::test]
+async fn a_half_sent_request_does_not_hold_up_the_shutdown() {
+    let dir = TempDir(std::env::temp_dir().join(format!("hallpass-stop-{}", uuid::Uuid::new_v4())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let db_url = match postgres_url() {
+        Some(pg) => fresh_postgres_database(&pg).await,
+        None => dir.0.join("hallpass.db").display().to_string(),
+    };
+    let master = hallpass::domain::crypto::MasterKeys::generate_encoded();
+    let mut server = start_with(
+        &db_url,
+        &master,
+        &dir.0,
+        &[("HALLPASS_HEADER_READ_TIMEOUT_SECONDS", "1")],
+    )
+    .await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, b"GET /readyz HTTP/1.1\r\nHost: x")
+        .await
+        .unwrap();
+    // The server has the partial head before it is told to stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = server.child.id().unwrap();
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+        .await
+        .expect("stops on SIGTERM although a request head is half sent")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    drop(stalled);
 }
