@@ -275,7 +275,16 @@ impl AppState {
     }
 }
 
-/// Runs `job` every `period` (the first run at once) until `stop` changes.
+/// Longest one run of a background job may take. A database connection that stops
+/// answering without closing (a failover, a dropped route) would otherwise hold the job until
+/// the kernel gives up on it, many minutes later: no directory refresh, no touches written,
+/// and a shutdown that waits for it. Each job leaves nothing half done when cut short (its
+/// writes are transactions; touches stay pending until written), and the next run starts
+/// over.
+pub const JOB_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs `job` every `period` (the first run at once) until `stop` changes, each run cut
+/// short after [`JOB_DEADLINE`] or when `stop` changes.
 fn every<F, Fut>(
     period: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -290,7 +299,18 @@ where
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => job().await,
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            tokio::select! {
+                done = tokio::time::timeout(JOB_DEADLINE, job()) => {
+                    if done.is_err() {
+                        tracing::warn!(
+                            seconds = JOB_DEADLINE.as_secs(),
+                            "a background job took too long and was cut short; it runs again next time"
+                        );
+                    }
+                }
                 _ = stop.changed() => break,
             }
         }
@@ -657,6 +677,41 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_background_job_that_hangs_is_cut_short_and_stopped() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        // The first run never finishes (a connection that stopped answering); later runs do.
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let counted = runs.clone();
+        let task = every(Duration::from_secs(1), stop, move || {
+            let n = counted.fetch_add(1, SeqCst);
+            async move {
+                if n == 0 {
+                    std::future::pending::<()>().await
+                }
+            }
+        });
+        tokio::time::sleep(JOB_DEADLINE - Duration::from_secs(1)).await;
+        assert_eq!(runs.load(SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(runs.load(SeqCst) >= 2, "runs again after the deadline");
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .unwrap()
+            .unwrap();
+        // A stop ends the loop in the middle of a run that hangs, without waiting for it.
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let task = every(Duration::from_secs(1), stop, std::future::pending::<()>);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     #[tokio::test]
     async fn a_feed_waiter_learns_only_of_its_own_projects_events() {

@@ -569,8 +569,17 @@ async fn serve(config: Config) -> Result<(), Fatal> {
     for t in tasks {
         let _ = t.await;
     }
-    state_for_shutdown.touches.flush(&db).await;
-    db.close().await;
+    // Bounded like every background run: a database that stopped answering must not hold the
+    // exit (touches not written by then are lost, as `last_accessed_at` writes are on a kill).
+    if tokio::time::timeout(app::JOB_DEADLINE, state_for_shutdown.touches.flush(&db))
+        .await
+        .is_err()
+    {
+        tracing::warn!("pending last_accessed_at writes could not be flushed before exit");
+    }
+    if tokio::time::timeout(Duration::from_secs(5), db.close()).await.is_err() {
+        tracing::warn!("database connections did not close cleanly");
+    }
     Ok(())
 }
 
