@@ -205,6 +205,9 @@ pub async fn rotate_now(
     now: i64,
     force: bool,
 ) -> Result<Uuid, RingError> {
+    // A rotation is completed by a new waiting key: a shell that cannot seal one is refused
+    // before anything changes (an emergency revoke, below, goes through regardless).
+    may_seal(db, master, now).await?;
     converge(db, master, schedule, project, env, now, Until::Converged).await?;
     let mut tx = db.begin().await?;
     let ring = infos(&store::keys::lock_ring(&mut tx, project).await?);
@@ -225,7 +228,7 @@ pub async fn rotate_now(
     let current = keys::current(&ring).map(|k| k.id);
     store::keys::promote(&mut tx, next.id, current, now).await?;
     tx.commit().await?;
-    converge(db, master, schedule, project, env, now, Until::Converged).await?;
+    settle_after(db, master, schedule, project, env, now, "rotated").await;
     Ok(next.id)
 }
 
@@ -247,8 +250,29 @@ pub async fn revoke(
         .and_then(|s| KeyState::parse(&s))
         .ok_or_else(|| RingError::Refused("no such unrevoked key in this project".into()))?;
     tx.commit().await?;
-    converge(db, master, schedule, project, env, now, Until::Converged).await?;
+    settle_after(db, master, schedule, project, env, now, "revoked").await;
     Ok(before)
+}
+
+/// Completes a ring after an operator's step has committed (a new waiting key, say). The
+/// step itself is done whatever happens here, so a failure is a warning, not the command's
+/// error (an operator told "failed" after a revoke that went through would retry it and be
+/// told there is no such key); every running server converges the ring again on its own.
+async fn settle_after(
+    db: &Db,
+    master: &MasterKeys,
+    schedule: &Schedule,
+    project: Uuid,
+    env: Env,
+    now: i64,
+    done: &str,
+) {
+    if let Err(e) = converge(db, master, schedule, project, env, now, Until::Converged).await {
+        tracing::warn!(
+            error = %e,
+            "the key was {done}; completing the ring afterwards failed (running servers complete it on their own)"
+        );
+    }
 }
 
 /// Re-seals every private key under the newest master key; returns how many changed.

@@ -320,6 +320,28 @@ async fn keys_are_listed_rotated_revoked_and_resealed() {
         1,
         "no project was created by the refused commands"
     );
+    // An emergency revoke goes through from a stale shell too: revoking seals nothing. The
+    // ring's completion (a new waiting key) is left to the servers, with a warning, and the
+    // command says the revoke succeeded.
+    let listed = |master: &str| -> Vec<Value> {
+        let out = cli.run_with(&["keys", "list", &id, "--json"], master);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let waiting = state_of(&listed(&new_master), "next")[0].clone();
+    let out = cli.run_with(&["keys", "revoke", &id, &waiting], &cli.master);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("completing the ring afterwards failed"),
+        "{said}"
+    );
+    let list = listed(&new_master);
+    assert_eq!(state_of(&list, "revoked").len(), 2);
+    assert!(state_of(&list, "next").is_empty());
     // With the new key (alone, or first), everything works again.
     let out = cli.run_with(&["keys", "rotate", &id, "--force"], &new_master);
     assert!(
