@@ -577,7 +577,10 @@ async fn serve(config: Config) -> Result<(), Fatal> {
     {
         tracing::warn!("pending last_accessed_at writes could not be flushed before exit");
     }
-    if tokio::time::timeout(Duration::from_secs(5), db.close()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), db.close())
+        .await
+        .is_err()
+    {
         tracing::warn!("database connections did not close cleanly");
     }
     Ok(())
