@@ -102,11 +102,15 @@ pub async fn bootstrap(
     )
     .await?;
     if let Some(url) = userinfo_url
-        && let Some(mut row) = store::projects::get(db, id.uuid).await?
+        && let Some(row) = store::projects::get(db, id.uuid).await?
         && row.userinfo_url.as_deref() != Some(url)
     {
-        row.userinfo_url = Some(url.to_string());
-        store::projects::update_settings(db, &row).await?;
+        // The URL alone: settings an operator changes meanwhile stay as they set them.
+        let change = store::projects::SettingsChange {
+            userinfo_url: Some(Some(url.to_string())),
+            ..Default::default()
+        };
+        store::projects::update_settings(db, row.id, &change).await?;
     }
     // The row id is derived from project and secret: the same pair always lands on one row.
     let digest =

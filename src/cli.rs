@@ -962,13 +962,14 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
             absolute_lifetime_minutes,
             revocations_feed,
         } => {
-            let mut row = admin::get_project(&db, &project_id).await?;
+            let row = admin::get_project(&db, &project_id).await?;
+            let mut change = store::projects::SettingsChange::default();
             if let Some(url) = userinfo_url {
                 if url.is_empty() {
-                    row.userinfo_url = None;
+                    change.userinfo_url = Some(None);
                 } else {
                     admin::validate_userinfo_url(&url)?;
-                    row.userinfo_url = Some(url);
+                    change.userinfo_url = Some(Some(url));
                 }
             }
             let minutes = |name: &str, v: i64| -> Result<Option<i64>, Fatal> {
@@ -981,12 +982,15 @@ async fn project(config: Config, cmd: ProjectCommand) -> Result<(), Fatal> {
                 }
             };
             if let Some(v) = idle_timeout_minutes {
-                row.idle_timeout_minutes = minutes("idle-timeout-minutes", v)?;
+                change.idle_timeout_minutes = Some(minutes("idle-timeout-minutes", v)?);
             }
             if let Some(v) = absolute_lifetime_minutes {
-                row.absolute_lifetime_minutes = minutes("absolute-lifetime-minutes", v)?;
+                change.absolute_lifetime_minutes = Some(minutes("absolute-lifetime-minutes", v)?);
             }
-            store::projects::update_settings(&db, &row).await?;
+            // Only the fields given are written (a concurrent update of another field keeps it).
+            let row = store::projects::update_settings(&db, row.id, &change)
+                .await?
+                .ok_or_else(|| Fatal(format!("no such project: {project_id}")))?;
             if let Some(mode) = &revocations_feed {
                 store::projects::set_revocations_private(&db, row.id, mode == "private").await?;
             }

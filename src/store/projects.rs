@@ -62,19 +62,40 @@ pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<ProjectRow>> {
     .await)
 }
 
-/// Writes the operator-settable fields of a project.
-pub async fn update_settings(db: &Db, p: &ProjectRow) -> sqlx::Result<bool> {
-    let n = with_db!(db, pool => sqlx::query(
-        "UPDATE projects SET userinfo_url = $2, idle_timeout_minutes = $3, absolute_lifetime_minutes = $4 WHERE id = $1",
+/// A change to a project's operator-settable fields: `Some` sets a field (to `None`: off or
+/// unset), `None` leaves it as stored.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsChange {
+    pub userinfo_url: Option<Option<String>>,
+    pub idle_timeout_minutes: Option<Option<i64>>,
+    pub absolute_lifetime_minutes: Option<Option<i64>>,
+}
+
+/// Applies `change` in one statement and returns the project as stored after it (`None`:
+/// no such project). Only the fields the change names are written: two operators (or a
+/// replica's bootstrap and an operator) changing different fields at once both keep theirs.
+pub async fn update_settings(
+    db: &Db,
+    id: Uuid,
+    change: &SettingsChange,
+) -> sqlx::Result<Option<ProjectRow>> {
+    with_db!(db, pool => sqlx::query_as(
+        "UPDATE projects SET
+           userinfo_url = CASE WHEN $2 THEN $3 ELSE userinfo_url END,
+           idle_timeout_minutes = CASE WHEN $4 THEN $5 ELSE idle_timeout_minutes END,
+           absolute_lifetime_minutes = CASE WHEN $6 THEN $7 ELSE absolute_lifetime_minutes END
+         WHERE id = $1
+         RETURNING id, live, name, userinfo_url, idle_timeout_minutes, absolute_lifetime_minutes, created_at",
     )
-    .bind(p.id)
-    .bind(&p.userinfo_url)
-    .bind(p.idle_timeout_minutes)
-    .bind(p.absolute_lifetime_minutes)
-    .execute(pool)
-    .await?
-    .rows_affected());
-    Ok(n == 1)
+    .bind(id)
+    .bind(change.userinfo_url.is_some())
+    .bind(change.userinfo_url.clone().flatten())
+    .bind(change.idle_timeout_minutes.is_some())
+    .bind(change.idle_timeout_minutes.flatten())
+    .bind(change.absolute_lifetime_minutes.is_some())
+    .bind(change.absolute_lifetime_minutes.flatten())
+    .fetch_optional(pool)
+    .await)
 }
 
 /// Adds a secret hash; an existing row with this id is left alone (idempotent bootstrap).

@@ -335,3 +335,59 @@ async fn a_session_created_while_its_user_is_deleted_is_announced_or_refused() {
         }
     }
 }
+
+/// A replica starting with a bootstrap userinfo URL while an operator changes the idle
+/// timeout: each writes only its own field, so neither undoes the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bootstrap_and_a_settings_change_at_once_both_stick() {
+    use hallpass::store::projects::{SettingsChange, update_settings};
+    let app = Arc::new(TestApp::new().await);
+    let id = hallpass::admin::get_project(&app.db, &app.creds.project_id)
+        .await
+        .unwrap()
+        .id;
+    for trial in 1..=30i64 {
+        let reset = SettingsChange {
+            userinfo_url: Some(None),
+            idle_timeout_minutes: Some(None),
+            ..Default::default()
+        };
+        update_settings(&app.db, id, &reset).await.unwrap();
+        let url = format!("https://idp.example.com/userinfo/{trial}");
+        let mut set = JoinSet::new();
+        let a = app.clone();
+        let u = url.clone();
+        set.spawn(async move {
+            hallpass::admin::bootstrap(
+                &a.db,
+                &a.master,
+                &a.schedule,
+                &a.creds.project_id,
+                &a.creds.secret,
+                Some(&u),
+                a.now(),
+            )
+            .await
+            .unwrap();
+        });
+        let b = app.clone();
+        set.spawn(async move {
+            let change = SettingsChange {
+                idle_timeout_minutes: Some(Some(trial)),
+                ..Default::default()
+            };
+            update_settings(&b.db, id, &change).await.unwrap();
+        });
+        set.join_all().await;
+        let row = hallpass::store::projects::get(&app.db, id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row.userinfo_url.as_deref(),
+            Some(url.as_str()),
+            "trial {trial}"
+        );
+        assert_eq!(row.idle_timeout_minutes, Some(trial), "trial {trial}");
+    }
+}

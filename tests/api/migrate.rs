@@ -51,11 +51,14 @@ async fn start_userinfo() -> String {
 }
 
 async fn set_userinfo_url(app: &TestApp, url: Option<String>) {
-    let mut row = hallpass::admin::get_project(&app.db, &app.creds.project_id)
+    let row = hallpass::admin::get_project(&app.db, &app.creds.project_id)
         .await
         .unwrap();
-    row.userinfo_url = url;
-    hallpass::store::projects::update_settings(&app.db, &row)
+    let change = hallpass::store::projects::SettingsChange {
+        userinfo_url: Some(url),
+        ..Default::default()
+    };
+    hallpass::store::projects::update_settings(&app.db, row.id, &change)
         .await
         .unwrap();
     app.maintain().await;

@@ -135,12 +135,11 @@ async fn every_way_a_session_ends_publishes_one_event() {
 async fn sessions_ended_by_the_project_policy_are_published_when_noticed() {
     let app = TestApp::new().await;
     let project: hallpass::domain::ids::ProjectId = app.creds.project_id.parse().unwrap();
-    let mut row = hallpass::store::projects::get(&app.db, project.uuid)
-        .await
-        .unwrap()
-        .unwrap();
-    row.idle_timeout_minutes = Some(30);
-    hallpass::store::projects::update_settings(&app.db, &row)
+    let change = hallpass::store::projects::SettingsChange {
+        idle_timeout_minutes: Some(Some(30)),
+        ..Default::default()
+    };
+    hallpass::store::projects::update_settings(&app.db, project.uuid, &change)
         .await
         .unwrap();
     app.state.directory.refresh().await.unwrap();

@@ -385,12 +385,15 @@ async fn touched_nine_minutes_in(app: &TestApp) -> Value {
 #[tokio::test]
 async fn idle_timeout_and_absolute_lifetime() {
     let app = TestApp::new().await;
-    let mut row = hallpass::admin::get_project(&app.db, &app.creds.project_id)
+    let row = hallpass::admin::get_project(&app.db, &app.creds.project_id)
         .await
         .unwrap();
-    row.idle_timeout_minutes = Some(10);
-    row.absolute_lifetime_minutes = Some(60);
-    hallpass::store::projects::update_settings(&app.db, &row)
+    let change = hallpass::store::projects::SettingsChange {
+        idle_timeout_minutes: Some(Some(10)),
+        absolute_lifetime_minutes: Some(Some(60)),
+        ..Default::default()
+    };
+    hallpass::store::projects::update_settings(&app.db, row.id, &change)
         .await
         .unwrap();
     app.maintain().await;
@@ -476,11 +479,14 @@ async fn an_expired_session_is_not_found() {
 #[tokio::test]
 async fn an_idle_end_read_on_another_instance_waits_for_touches_not_yet_written() {
     let app = TestApp::new().await;
-    let mut row = hallpass::admin::get_project(&app.db, &app.creds.project_id)
+    let row = hallpass::admin::get_project(&app.db, &app.creds.project_id)
         .await
         .unwrap();
-    row.idle_timeout_minutes = Some(10);
-    hallpass::store::projects::update_settings(&app.db, &row)
+    let change = hallpass::store::projects::SettingsChange {
+        idle_timeout_minutes: Some(Some(10)),
+        ..Default::default()
+    };
+    hallpass::store::projects::update_settings(&app.db, row.id, &change)
         .await
         .unwrap();
     app.maintain().await;
