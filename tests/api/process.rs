@@ -63,6 +63,22 @@ async fn start_with(
     Server { child, base }
 }
 
+/// Sends SIGTERM and expects a clean exit within 15 s (`why` says what is being checked).
+async fn stop(server: &mut Server, why: &str) {
+    let pid = server.child.id().unwrap();
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+        .await
+        .expect(why)
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
 async fn call(base: &str, path: &str, body: Value) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(format!("{base}{path}"))
@@ -164,18 +180,7 @@ async fn a_killed_server_loses_nothing_and_a_stopped_one_flushes_its_touches() {
         json!({"session_token": token}),
     )
     .await;
-    let pid = server.child.id().unwrap();
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
-    assert!(exit.success(), "{exit:?}");
+    stop(&mut server, "stops on SIGTERM").await;
     let server = start(&db_url, &master, &dir.0).await;
     let (_, list) = reqwest::Client::new()
         .get(format!(
@@ -220,17 +225,10 @@ async fn a_half_sent_request_does_not_hold_up_the_shutdown() {
         .unwrap();
     // The server has the partial head before it is told to stop.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let pid = server.child.id().unwrap();
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
-        .await
-        .expect("stops on SIGTERM although a request head is half sent")
-        .unwrap();
-    assert!(exit.success(), "{exit:?}");
+    stop(
+        &mut server,
+        "stops on SIGTERM although a request head is half sent",
+    )
+    .await;
     drop(stalled);
 }

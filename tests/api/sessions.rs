@@ -382,21 +382,26 @@ async fn touched_nine_minutes_in(app: &TestApp) -> Value {
     s
 }
 
-#[tokio::test]
-async fn idle_timeout_and_absolute_lifetime() {
-    let app = TestApp::new().await;
+/// Sets the project's idle timeout and absolute lifetime (minutes; `None`: off).
+async fn set_lifetimes(app: &TestApp, idle: Option<i64>, absolute: Option<i64>) {
     let row = hallpass::admin::get_project(&app.db, &app.creds.project_id)
         .await
         .unwrap();
     let change = hallpass::store::projects::SettingsChange {
-        idle_timeout_minutes: Some(Some(10)),
-        absolute_lifetime_minutes: Some(Some(60)),
+        idle_timeout_minutes: Some(idle),
+        absolute_lifetime_minutes: Some(absolute),
         ..Default::default()
     };
     hallpass::store::projects::update_settings(&app.db, row.id, &change)
         .await
         .unwrap();
     app.maintain().await;
+}
+
+#[tokio::test]
+async fn idle_timeout_and_absolute_lifetime() {
+    let app = TestApp::new().await;
+    set_lifetimes(&app, Some(10), Some(60)).await;
 
     let s = app.session(600).await;
     assert_eq!(
@@ -479,17 +484,7 @@ async fn an_expired_session_is_not_found() {
 #[tokio::test]
 async fn an_idle_end_read_on_another_instance_waits_for_touches_not_yet_written() {
     let app = TestApp::new().await;
-    let row = hallpass::admin::get_project(&app.db, &app.creds.project_id)
-        .await
-        .unwrap();
-    let change = hallpass::store::projects::SettingsChange {
-        idle_timeout_minutes: Some(Some(10)),
-        ..Default::default()
-    };
-    hallpass::store::projects::update_settings(&app.db, row.id, &change)
-        .await
-        .unwrap();
-    app.maintain().await;
+    set_lifetimes(&app, Some(10), None).await;
     let other = app.replica().await;
     let feed = format!("/v1/sessions/revocations/{}", app.creds.project_id);
     let idle_events = |body: &Value| {
