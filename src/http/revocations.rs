@@ -24,6 +24,7 @@ use super::{Json, PathText, Query};
 use crate::app::AppState;
 use crate::directory::Project;
 use crate::domain::ids::{Kind, ProjectId};
+use crate::domain::keys::{KeyError, SigningKey};
 use crate::domain::rfc3339;
 use crate::error::{Error, Result};
 use crate::store::revocations::{self, Event};
@@ -377,63 +378,75 @@ impl SignedSets {
             .clone()
             .ok_or(Error::ServiceUnavailable)?;
         let (pid, kid) = (project.id.uuid, key.id);
-        let mut sets = Vec::with_capacity(events.len());
-        for e in events {
-            match self.get(e.cursor, pid, kid) {
-                Some(set) => sets.push((e.cursor.to_string(), set)),
-                None => break,
-            }
-        }
-        if sets.len() < events.len() {
-            // Another poll may be signing these very events: once it is done they are kept.
-            let permit = tokio::time::timeout(SIGNING_WAIT, self.signing.acquire()).await;
-            if let Ok(Ok(_permit)) = permit {
-                let mut unsigned = Vec::new();
-                let mut ready = Vec::new();
-                for e in &events[sets.len()..] {
-                    if let Some(set) = self.get(e.cursor, pid, kid) {
-                        ready.push((e.cursor, Some(set)));
-                        continue;
-                    }
-                    if unsigned.len() == MAX_NEW_SETS_PER_POLL || self.allowance.check().is_err() {
-                        break;
-                    }
-                    unsigned.push(set_claims(project, e, now)?);
-                    ready.push((e.cursor, None));
-                }
-                let signer = key.clone();
-                let env = project.id.env;
-                let signed = tokio::task::spawn_blocking(move || {
-                    unsigned
-                        .iter()
-                        .map(|claims| signer.sign_with_typ("secevent+jwt", env, claims))
-                        .collect::<std::result::Result<Vec<_>, _>>()
-                })
-                .await
-                .map_err(Error::internal)?
-                .map_err(Error::internal)?;
-                signed_count.increment(signed.len() as u64);
-                let mut signed = signed.into_iter();
-                for (cursor, set) in ready {
-                    let set = match set {
-                        Some(set) => set,
-                        None => {
-                            let set: Arc<str> = signed
-                                .next()
-                                .ok_or_else(|| Error::internal("a SET was not signed"))?
-                                .into();
-                            self.put(cursor, pid, kid, set.clone());
-                            set
-                        }
-                    };
-                    sets.push((cursor.to_string(), set));
-                }
+        let mut sets: Vec<_> = events
+            .iter()
+            .map_while(|e| Some((e.cursor.to_string(), self.get(e.cursor, pid, kid)?)))
+            .collect();
+        let rest = &events[sets.len()..];
+        // Another poll may be signing these very events: once it is done they are kept.
+        if !rest.is_empty()
+            && let Ok(Ok(_signing)) =
+                tokio::time::timeout(SIGNING_WAIT, self.signing.acquire()).await
+        {
+            let fresh = self.sign_missing(project, key, rest, now).await?;
+            signed_count.increment(fresh.len() as u64);
+            // What was just signed is taken as signed, not read back: a full store may
+            // already have evicted an old cursor it kept.
+            let mut fresh = fresh.into_iter().peekable();
+            for e in rest {
+                let Some(set) = fresh
+                    .next_if(|(cursor, _)| *cursor == e.cursor)
+                    .map(|(_, set)| set)
+                    .or_else(|| self.get(e.cursor, pid, kid))
+                else {
+                    break;
+                };
+                sets.push((e.cursor.to_string(), set));
             }
         }
         if sets.is_empty() && !events.is_empty() {
             return Err(Error::TooManyRequests(1));
         }
         Ok(sets)
+    }
+
+    /// Signs and keeps, in order, the SETs of `events` not kept yet, up to where the bounds
+    /// stop (at most [`MAX_NEW_SETS_PER_POLL`], and what the allowance grants), on the
+    /// blocking pool. Called holding `signing`. Returns them by cursor.
+    async fn sign_missing(
+        &self,
+        project: &Project,
+        key: Arc<SigningKey>,
+        events: &[Event],
+        now: i64,
+    ) -> Result<Vec<(i64, Arc<str>)>> {
+        let (pid, kid, env) = (project.id.uuid, key.id, project.id.env);
+        let mut unsigned = Vec::new();
+        for e in events {
+            if self.get(e.cursor, pid, kid).is_some() {
+                continue;
+            }
+            if unsigned.len() == MAX_NEW_SETS_PER_POLL || self.allowance.check().is_err() {
+                break;
+            }
+            unsigned.push((e.cursor, set_claims(project, e, now)?));
+        }
+        let signed = tokio::task::spawn_blocking(move || {
+            unsigned
+                .into_iter()
+                .map(|(cursor, claims)| {
+                    let set = key.sign_with_typ("secevent+jwt", env, &claims)?;
+                    Ok((cursor, Arc::<str>::from(set)))
+                })
+                .collect::<std::result::Result<Vec<_>, KeyError>>()
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(Error::internal)?;
+        for (cursor, set) in &signed {
+            self.put(*cursor, pid, kid, set.clone());
+        }
+        Ok(signed)
     }
 }
 
