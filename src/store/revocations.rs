@@ -120,7 +120,7 @@ pub async fn end_by_policy(
     session: Uuid,
     now: i64,
     reason: Reason,
-    (started_by, accessed_by): (i64, i64),
+    started_and_accessed_by: (i64, i64),
 ) -> sqlx::Result<Option<i64>> {
     end(
         db,
@@ -128,7 +128,7 @@ pub async fn end_by_policy(
         session,
         now,
         reason,
-        Some((started_by, accessed_by)),
+        Some(started_and_accessed_by),
     )
     .await
 }
