@@ -567,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn the_refresh_must_be_quicker_than_the_jwks_max_age() {
+    fn the_refresh_interval_may_not_exceed_the_jwks_max_age() {
         let err = Config::load_from(
             None,
             env(&[

@@ -209,8 +209,15 @@ async fn keys_are_listed_rotated_revoked_and_resealed() {
     let created: Value =
         serde_json::from_str(&cli.ok(&["project", "create", "--name", "k", "--json"])).unwrap();
     let id = created["project_id"].as_str().unwrap().to_string();
-    let keys = |cli: &Cli| -> Vec<Value> {
-        serde_json::from_str::<Value>(&cli.ok(&["keys", "list", &id, "--json"]))
+    // The key list, as a shell with `master` sees it.
+    let keys = |master: &str| -> Vec<Value> {
+        let out = cli.run_with(&["keys", "list", &id, "--json"], master);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
             .unwrap()
             .as_array()
             .unwrap()
@@ -223,7 +230,7 @@ async fn keys_are_listed_rotated_revoked_and_resealed() {
             .collect::<Vec<_>>()
     };
 
-    let list = keys(&cli);
+    let list = keys(&cli.master);
     assert_eq!(list.len(), 2);
     let current = state_of(&list, "current")[0].clone();
     let next = state_of(&list, "next")[0].clone();
@@ -237,7 +244,7 @@ async fn keys_are_listed_rotated_revoked_and_resealed() {
     let why = cli.fails(&["keys", "rotate", &id]);
     assert!(why.contains("--force") && why.contains("600 s"), "{why}");
     cli.ok(&["keys", "rotate", &id, "--force"]);
-    let list = keys(&cli);
+    let list = keys(&cli.master);
     assert_eq!(state_of(&list, "current"), vec![next.clone()]);
     assert_eq!(state_of(&list, "retired"), vec![current.clone()]);
     assert!(list.iter().find(|k| k["kid"] == current.as_str()).unwrap()["retires_at"].is_string());
@@ -246,7 +253,7 @@ async fn keys_are_listed_rotated_revoked_and_resealed() {
     // Revoking the signing key promotes the waiting one at once.
     let waiting = state_of(&list, "next")[0].clone();
     cli.ok(&["keys", "revoke", &id, &next]);
-    let list = keys(&cli);
+    let list = keys(&cli.master);
     assert_eq!(state_of(&list, "revoked"), vec![next.clone()]);
     assert_eq!(state_of(&list, "current"), vec![waiting]);
     assert!(
@@ -323,15 +330,7 @@ async fn keys_are_listed_rotated_revoked_and_resealed() {
     // An emergency revoke goes through from a stale shell too: revoking seals nothing. The
     // ring's completion (a new waiting key) is left to the servers, with a warning, and the
     // command says the revoke succeeded.
-    let listed = |master: &str| -> Vec<Value> {
-        let out = cli.run_with(&["keys", "list", &id, "--json"], master);
-        serde_json::from_slice::<Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
-    };
-    let waiting = state_of(&listed(&new_master), "next")[0].clone();
+    let waiting = state_of(&keys(&new_master), "next")[0].clone();
     let out = cli.run_with(&["keys", "revoke", &id, &waiting], &cli.master);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
@@ -339,7 +338,7 @@ async fn keys_are_listed_rotated_revoked_and_resealed() {
         said.contains("completing the ring afterwards failed"),
         "{said}"
     );
-    let list = listed(&new_master);
+    let list = keys(&new_master);
     assert_eq!(state_of(&list, "revoked").len(), 2);
     assert!(state_of(&list, "next").is_empty());
     // With the new key (alone, or first), everything works again.

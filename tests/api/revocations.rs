@@ -533,10 +533,8 @@ async fn ending_a_users_many_sessions_publishes_one_event_each() {
         );
     }
     assert_eq!(seen, ids);
-    for s in ids.iter().take(3) {
-        let r = app.get(&format!("/v1/sessions?user_id={user}")).await;
-        assert!(r.ok()["sessions"].as_array().unwrap().is_empty(), "{s}");
-    }
+    let r = app.get(&format!("/v1/sessions?user_id={user}")).await;
+    assert!(r.ok()["sessions"].as_array().unwrap().is_empty());
 
     // A deleted user's live sessions too.
     deleted_user_with_sessions(&app, 600).await;
