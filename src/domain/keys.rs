@@ -94,14 +94,15 @@ pub struct SigningKey {
     /// base64url of the fixed JWT header, computed once.
     header_b64: String,
     pair: RsaKeyPair,
-    /// Recent signatures by their exact signing input (see `sign_jwt`).
-    recent: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Recent signatures by the SHA-256 of their signing input (see `sign_jwt`).
+    recent: std::sync::Mutex<std::collections::HashMap<[u8; 32], String>>,
 }
 
 /// Signatures remembered per key. They only help within one second (the claims carry `iat`),
-/// so the map is emptied whenever it fills: a bound on memory (about 2 MiB), not a cache
-/// policy that needs tuning.
-const RECENT_SIGNATURES: usize = 1024;
+/// so the map is emptied whenever it fills: a bound on memory (about 1.7 MiB: a 32-byte key
+/// and a 342-character signature each, with the map's own overhead), not a cache policy
+/// that needs tuning.
+const RECENT_SIGNATURES: usize = 4096;
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,14 +131,23 @@ impl SigningKey {
     /// the same signature. So when a session is authenticated again within the same second
     /// with nothing else changed, the JWT is byte for byte the one already minted, and its
     /// signature is reused instead of computed again (one RSA signature is most of an
-    /// authenticate's CPU). The map is keyed by the whole signing input (header and claims),
-    /// compared exactly: any change of claim, key or second is a different input.
+    /// authenticate's CPU). The map is keyed by the SHA-256 of the whole signing input (header
+    /// and claims), which is exactly what RS256 signs: the signature is a function of the key
+    /// and that digest alone, so a remembered one is the signature a fresh computation would
+    /// give, and any change of claim, key or second is a different digest. (Keying by the
+    /// digest rather than the ~1 KB input saves hashing the input twice with SipHash and
+    /// copying it into the map on every miss.)
     pub fn sign_jwt(&self, claims: &[u8]) -> Result<String, KeyError> {
         let mut out = String::with_capacity(self.header_b64.len() + claims.len() * 4 / 3 + 350);
         out.push_str(&self.header_b64);
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(claims, &mut out);
-        let known = self.recent.lock().ok().and_then(|m| m.get(&out).cloned());
+        let digest = sha256(out.as_bytes());
+        let known = self
+            .recent
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned());
         let signature = match known {
             Some(signature) => signature,
             None => {
@@ -146,7 +156,7 @@ impl SigningKey {
                     if m.len() >= RECENT_SIGNATURES {
                         m.clear();
                     }
-                    m.insert(out.clone(), signature.clone());
+                    m.insert(digest, signature.clone());
                 }
                 signature
             }
