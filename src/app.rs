@@ -45,6 +45,8 @@ pub struct Settings {
     pub retention_interval: Duration,
     /// SSF Security Event Tokens this process may sign for the first time per second.
     pub ssf_signatures_per_second: u32,
+    /// Live sessions one user may have; starting one more ends the oldest.
+    pub max_sessions_per_user: u32,
 }
 
 impl Settings {
@@ -64,6 +66,7 @@ impl Settings {
             retention: Duration::from_secs(c.retention.seconds),
             retention_interval: Duration::from_secs(c.retention.interval_seconds),
             ssf_signatures_per_second: c.server.ssf_signatures_per_second,
+            max_sessions_per_user: c.server.max_sessions_per_user,
         }
     }
 }

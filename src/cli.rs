@@ -29,6 +29,7 @@ Environment variables (each overrides one key of config/default.toml):
   HALLPASS_AUTH_ATTEMPTS_PER_MINUTE_PER_CLIENT   server.auth_attempts_per_minute_per_client (60)
   HALLPASS_AUTH_ATTEMPTS_PER_MINUTE_PER_PROJECT  server.auth_attempts_per_minute_per_project (600)
   HALLPASS_SSF_SIGNATURES_PER_SECOND       server.ssf_signatures_per_second (500)
+  HALLPASS_MAX_SESSIONS_PER_USER           server.max_sessions_per_user (1000)
   HALLPASS_DATABASE_URL                    database.url (SQLite file hallpass.db; or postgres://…?sslmode=…)
   HALLPASS_DATABASE_MAX_CONNECTIONS        database.max_connections (16)
   HALLPASS_DATABASE_ACQUIRE_TIMEOUT_MS     database.acquire_timeout_ms (1000)

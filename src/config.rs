@@ -69,6 +69,7 @@ pub struct ServerConfig {
     pub auth_attempts_per_minute_per_project: u32,
     pub argon2_concurrency: usize,
     pub ssf_signatures_per_second: u32,
+    pub max_sessions_per_user: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +173,12 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
         "HALLPASS_SSF_SIGNATURES_PER_SECOND",
         "server",
         "ssf_signatures_per_second",
+        Kind::Int,
+    ),
+    (
+        "HALLPASS_MAX_SESSIONS_PER_USER",
+        "server",
+        "max_sessions_per_user",
         Kind::Int,
     ),
     ("HALLPASS_DATABASE_URL", "database", "url", Kind::Str),
@@ -360,6 +367,10 @@ impl Config {
             (
                 "server.ssf_signatures_per_second",
                 u64::from(self.server.ssf_signatures_per_second),
+            ),
+            (
+                "server.max_sessions_per_user",
+                u64::from(self.server.max_sessions_per_user),
             ),
             (
                 "database.acquire_timeout_ms",

@@ -247,7 +247,10 @@ pub async fn start(
         None => Map::new(),
     };
     let session = Session {
-        id: Uuid::new_v4(),
+        // Time-ordered (UUIDv7): among sessions started in the same second, the order of
+        // their ids is the order they were started in, which `server.max_sessions_per_user`
+        // relies on to end the oldest, never the one being started.
+        id: Uuid::now_v7(),
         user_id: user.user_id,
         started_at: now,
         last_accessed_at: now,
@@ -261,15 +264,29 @@ pub async fn start(
     };
     let token = OpaqueToken::generate();
     let session_jwt = mint(state, project, &session, now)?;
-    store::sessions::insert(
+    let limit = state.settings.max_sessions_per_user;
+    let over = store::sessions::insert(
         &state.db,
         project.id.uuid,
         user.user_id,
         &token.hash(),
         &session_to_row(&session)?,
+        limit,
     )
     .await
     .map_err(store::user_gone)?;
+    if over {
+        // The new session is stored and is answered either way: when ending the oldest fails,
+        // the user is over the limit until their next start trims it.
+        match revocations::end_beyond_newest(&state.db, project.id.uuid, user.user_id, limit, now)
+            .await
+        {
+            Ok(cursor) => state.feed.published(project.id.uuid, cursor),
+            Err(e) => {
+                tracing::warn!(error = %e, limit, "ending a user's oldest sessions past the limit failed; the next start retries")
+            }
+        }
+    }
     Ok(Authenticated {
         session,
         session_token: token.expose().to_string(),

@@ -17,6 +17,9 @@ pub enum Reason {
     UserDeleted,
     IdleTimeout,
     AbsoluteLifetime,
+    /// Its user started more sessions than `server.max_sessions_per_user` allows; the oldest
+    /// went.
+    SessionLimit,
 }
 
 impl Reason {
@@ -27,6 +30,7 @@ impl Reason {
             Reason::UserDeleted => "user_deleted",
             Reason::IdleTimeout => "idle_timeout",
             Reason::AbsoluteLifetime => "absolute_lifetime",
+            Reason::SessionLimit => "session_limit",
         }
     }
 }
@@ -183,6 +187,40 @@ pub async fn end_user_sessions(
     let cursor = record(&mut tx, project, &ended, now, Reason::UserSessionsRevoked).await?;
     tx.commit().await?;
     Ok((ended.into_iter().map(|(id, _)| id).collect(), cursor))
+}
+
+/// Ends the live sessions of a user but the newest `keep` (by start time, then id: session
+/// ids are time-ordered, so the session whose start asked for this is among the newest
+/// unless `keep` others were started after it) and publishes their events; returns the
+/// newest cursor. Each such statement runs under the feed's lock on a snapshot taken after
+/// the last one committed, and all of them rank sessions alike: two starts that both went
+/// over the limit end each session once and never more than the limit asks.
+pub async fn end_beyond_newest(
+    db: &Db,
+    project: Uuid,
+    user: Uuid,
+    keep: u32,
+    now: i64,
+) -> sqlx::Result<Option<i64>> {
+    let mut tx = begin(db).await?;
+    let ended: Vec<(Uuid, i64)> = with_tx!(&mut tx, c => sqlx::query_as(
+        "UPDATE sessions SET revoked_at = $3
+         WHERE id IN (
+           SELECT id FROM sessions
+           WHERE project_id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3
+           ORDER BY started_at DESC, id DESC
+           LIMIT 9223372036854775807 OFFSET $4)
+         RETURNING id, expires_at",
+    )
+    .bind(project)
+    .bind(user)
+    .bind(now)
+    .bind(i64::from(keep))
+    .fetch_all(&mut *c)
+    .await?);
+    let cursor = record(&mut tx, project, &ended, now, Reason::SessionLimit).await?;
+    tx.commit().await?;
+    Ok(cursor)
 }
 
 /// Deletes a user (its sessions and magic links go with it), publishing an event for each

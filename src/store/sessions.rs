@@ -54,33 +54,75 @@ pub struct SessionWithUser {
     pub user: UserRow,
 }
 
+/// Stores a new session and says whether its user now has more live sessions than
+/// `limit` (counted with it; sessions started by other requests at the same moment may not
+/// be counted yet, so a burst can pass the limit by as many: the next start trims it).
 pub async fn insert(
     db: &Db,
     project: Uuid,
     user: Uuid,
     token_hash: &[u8; 32],
     s: &SessionRow,
-) -> sqlx::Result<()> {
-    with_db!(db, pool => sqlx::query(
-        "INSERT INTO sessions (id, project_id, user_id, token_hash, started_at, last_accessed_at, expires_at,
-                               ip_address, user_agent, authentication_factors, roles, custom_claims)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(s.session_id)
-    .bind(project)
-    .bind(user)
-    .bind(&token_hash[..])
-    .bind(s.started_at)
-    .bind(s.last_accessed_at)
-    .bind(s.expires_at)
-    .bind(&s.ip_address)
-    .bind(&s.user_agent)
-    .bind(&s.authentication_factors)
-    .bind(&s.roles)
-    .bind(&s.custom_claims)
-    .execute(pool)
-    .await
-    .map(|_| ()))
+    limit: u32,
+) -> sqlx::Result<bool> {
+    // The live sessions besides the new one, counted up to `limit`: the new one makes the
+    // total pass it when there are `limit` already.
+    macro_rules! others {
+        () => {
+            "SELECT count(*) FROM (SELECT 1 FROM sessions
+               WHERE project_id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $5
+                 AND id <> $1
+               LIMIT $13) AS live"
+        };
+    }
+    macro_rules! insert {
+        () => {
+            "INSERT INTO sessions (id, project_id, user_id, token_hash, started_at, last_accessed_at, expires_at,
+                                   ip_address, user_agent, authentication_factors, roles, custom_claims)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        };
+    }
+    macro_rules! bind_all {
+        ($q:expr) => {
+            $q.bind(s.session_id)
+                .bind(project)
+                .bind(user)
+                .bind(&token_hash[..])
+                .bind(s.started_at)
+                .bind(s.last_accessed_at)
+                .bind(s.expires_at)
+                .bind(&s.ip_address)
+                .bind(&s.user_agent)
+                .bind(&s.authentication_factors)
+                .bind(&s.roles)
+                .bind(&s.custom_claims)
+                .bind(i64::from(limit))
+        };
+    }
+    let others: i64 = match db {
+        // One round trip: the count reads the snapshot from before the insert.
+        Db::Postgres(pg) => {
+            bind_all!(sqlx::query_scalar(concat!(
+                "WITH inserted AS (",
+                insert!(),
+                " RETURNING 1) SELECT (",
+                others!(),
+                ") FROM inserted"
+            )))
+            .fetch_one(&pg.pool)
+            .await?
+        }
+        Db::Sqlite(pool) => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            bind_all!(sqlx::query(insert!())).execute(&mut *tx).await?;
+            let n = bind_all!(sqlx::query_scalar(others!()))
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            n
+        }
+    };
+    Ok(others >= i64::from(limit))
 }
 
 /// How a request names a session: by its token's hash, or by id (from a verified JWT).

@@ -96,6 +96,7 @@ impl Cli {
             retention: Duration::from_secs(30 * 86_400),
             retention_interval: Duration::from_secs(3600),
             ssf_signatures_per_second: 500,
+            max_sessions_per_user: 1000,
         };
         let state = AppState::new(
             self.db().await,

@@ -291,10 +291,7 @@ async fn a_magic_link_refused_at_the_claim_merge_stays_usable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_created_while_its_user_is_deleted_is_announced_or_refused() {
     let app = Arc::new(TestApp::new().await);
-    let feed = format!(
-        "/v1/sessions/revocations/{}?limit=1000",
-        app.creds.project_id
-    );
+    let feed = format!("/v1/sessions/revocations/{}", app.creds.project_id);
     for trial in 0..30 {
         let user = app.user(&format!("gone{trial}@example.com")).await;
         let responses = at_once(&app, 3, |app, i| {
@@ -389,5 +386,91 @@ async fn a_bootstrap_and_a_settings_change_at_once_both_stick() {
             "trial {trial}"
         );
         assert_eq!(row.idle_timeout_minutes, Some(trial), "trial {trial}");
+    }
+}
+
+/// Starts racing past the per-user limit: every session a start answered is either live or
+/// ended with exactly one `session_limit` event (none is lost without one, none ended
+/// twice), the overshoot is at most the starts in flight, and the next start trims the
+/// user back to the limit exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_session_limit_holds_under_concurrent_starts() {
+    const LIMIT: usize = 4;
+    const STARTS: usize = 10;
+    let app = Arc::new(TestApp::with_max_sessions_per_user(LIMIT as u32).await);
+    for trial in 0..6 {
+        let user = app.user(&format!("racer{trial}@example.com")).await;
+        let responses = at_once(&app, STARTS, {
+            let user = user.clone();
+            move |app, _| {
+                let user = user.clone();
+                async move {
+                    app.post(
+                        "/v1/sessions",
+                        json!({
+                            "user_id": user,
+                            "session_duration_minutes": 60,
+                            "authentication_factors": [{"type": "password", "delivery_method": "knowledge"}],
+                        }),
+                    )
+                    .await
+                }
+            }
+        })
+        .await;
+        let started: Vec<String> = responses
+            .iter()
+            .map(|r| {
+                r.ok()["session"]["session_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        let live = |body: &Value| -> Vec<String> {
+            body["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["session_id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let listed = live(app.get(&format!("/v1/sessions?user_id={user}")).await.ok());
+        assert!(
+            (LIMIT..LIMIT + STARTS).contains(&listed.len()),
+            "trial {trial}: {} live",
+            listed.len()
+        );
+        let feed = app
+            .get_anonymous(
+                &format!("/v1/sessions/revocations/{}", app.creds.project_id),
+                &[],
+            )
+            .await;
+        let ended: Vec<String> = feed.ok()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| started.contains(&e["session_id"].as_str().unwrap().to_string()))
+            .map(|e| {
+                assert_eq!(e["reason"], "session_limit");
+                e["session_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        for id in &started {
+            let (is_live, events) = (
+                listed.contains(id),
+                ended.iter().filter(|e| *e == id).count(),
+            );
+            assert!(
+                (is_live && events == 0) || (!is_live && events == 1),
+                "trial {trial}: {id} live {is_live}, {events} events"
+            );
+        }
+        // One more start, alone: exactly the limit again.
+        let last = app.session_for(&user, 60).await;
+        let listed = live(app.get(&format!("/v1/sessions?user_id={user}")).await.ok());
+        assert_eq!(listed.len(), LIMIT, "trial {trial}");
+        assert!(listed.contains(&last["session"]["session_id"].as_str().unwrap().to_string()));
     }
 }

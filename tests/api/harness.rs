@@ -154,19 +154,24 @@ impl TestApp {
     }
 
     pub async fn with_schedule(schedule: Schedule) -> Self {
-        Self::build(schedule, 500).await
+        Self::build(schedule, |_| {}).await
     }
 
     /// With this allowance of new SSF signatures per second.
     pub async fn with_ssf_signatures_per_second(n: u32) -> Self {
-        Self::build(schedule(), n).await
+        Self::build(schedule(), |s| s.ssf_signatures_per_second = n).await
     }
 
-    async fn build(schedule: Schedule, ssf_signatures_per_second: u32) -> Self {
+    /// With at most `n` live sessions per user.
+    pub async fn with_max_sessions_per_user(n: u32) -> Self {
+        Self::build(schedule(), |s| s.max_sessions_per_user = n).await
+    }
+
+    async fn build(schedule: Schedule, adjust: impl FnOnce(&mut Settings)) -> Self {
         let (db, dir) = fresh_db().await;
         let master = MasterKeys::parse(&MasterKeys::generate_encoded()).unwrap();
         let (clock, handle) = Clock::manual(START);
-        let settings = Settings {
+        let mut settings = Settings {
             body_limit: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             schedule,
@@ -176,8 +181,10 @@ impl TestApp {
             auth_attempts_per_project: 600,
             retention: Duration::from_secs(30 * 86_400),
             retention_interval: Duration::from_secs(3600),
-            ssf_signatures_per_second,
+            ssf_signatures_per_second: 500,
+            max_sessions_per_user: 1000,
         };
+        adjust(&mut settings);
         let project_id = format!("project-test-{}", uuid::Uuid::new_v4());
         let secret = "a-test-secret-that-is-long-enough-0123456789".to_string();
         hallpass::admin::bootstrap(&db, &master, &schedule, &project_id, &secret, None, START)

@@ -505,7 +505,8 @@ async fn ssf_polls_past_the_signing_allowance_get_a_short_page_then_429() {
 /// session gets exactly one event, across batches, on revoke by user and on user delete.
 #[tokio::test]
 async fn ending_a_users_many_sessions_publishes_one_event_each() {
-    let app = TestApp::new().await;
+    // More sessions than the default per-user limit, all live.
+    let app = TestApp::with_max_sessions_per_user(2_000).await;
     let user = app.user("busy@example.com").await;
     let mut ids = std::collections::BTreeSet::new();
     for _ in 0..1_100 {

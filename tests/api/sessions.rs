@@ -523,3 +523,75 @@ async fn an_idle_end_read_on_another_instance_waits_for_touches_not_yet_written(
         .await
         .error(404, "session_not_found");
 }
+
+/// Live session ids of `user`, newest first.
+async fn live_ids(app: &TestApp, user: &str) -> Vec<Value> {
+    let r = app.get(&format!("/v1/sessions?user_id={user}")).await;
+    r.ok()["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn starting_past_the_session_limit_ends_the_oldest() {
+    let app = TestApp::with_max_sessions_per_user(3).await;
+    let user = app.user("many-logins@example.com").await;
+    let other = app.user("bystander@example.com").await;
+    let bystander = app.session_for(&other, 60).await;
+    let mut started = Vec::new();
+    for _ in 0..5 {
+        started.push(app.session_for(&user, 60).await);
+        app.advance(1);
+    }
+    let id = |s: &Value| s["session"]["session_id"].clone();
+    assert_eq!(
+        live_ids(&app, &user).await,
+        vec![id(&started[4]), id(&started[3]), id(&started[2])],
+        "the newest three are kept"
+    );
+    for gone in &started[..2] {
+        app.authenticate(json!({"session_token": gone["session_token"]}))
+            .await
+            .error(404, "session_not_found");
+    }
+    app.authenticate(json!({"session_token": started[4]["session_token"]}))
+        .await
+        .ok();
+    app.authenticate(json!({"session_token": bystander["session_token"]}))
+        .await
+        .ok();
+    // Each ended session has one event, with the reason.
+    let feed = app
+        .get_anonymous(
+            &format!("/v1/sessions/revocations/{}", app.creds.project_id),
+            &[],
+        )
+        .await;
+    let events: Vec<(Value, Value)> = feed.ok()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["session_id"].clone(), e["reason"].clone()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (id(&started[0]), json!("session_limit")),
+            (id(&started[1]), json!("session_limit")),
+        ]
+    );
+
+    // Started in one second (ties broken by id): a start never ends its own session.
+    for _ in 0..4 {
+        let s = app.session_for(&user, 60).await;
+        app.authenticate(json!({"session_token": s["session_token"]}))
+            .await
+            .ok();
+        let live = live_ids(&app, &user).await;
+        assert_eq!(live.len(), 3, "{live:?}");
+        assert!(live.contains(&id(&s)));
+    }
+}

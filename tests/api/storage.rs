@@ -115,7 +115,7 @@ async fn the_database_applies_the_session_policy_as_the_domain_does() {
                                 roles: "[]".into(),
                                 custom_claims: "{}".into(),
                             };
-                            sessions::insert(&app.db, project.uuid, user, &hash, &row)
+                            sessions::insert(&app.db, project.uuid, user, &hash, &row, u32::MAX)
                                 .await
                                 .unwrap();
                             if revoked {
