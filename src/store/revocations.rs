@@ -203,6 +203,7 @@ pub async fn end_beyond_newest(
     now: i64,
 ) -> sqlx::Result<Option<i64>> {
     let mut tx = begin(db).await?;
+    // SQLite takes an OFFSET only after a LIMIT: the largest one, on both backends.
     let ended: Vec<(Uuid, i64)> = with_tx!(&mut tx, c => sqlx::query_as(
         "UPDATE sessions SET revoked_at = $3
          WHERE id IN (

@@ -300,13 +300,7 @@ async fn a_session_created_while_its_user_is_deleted_is_announced_or_refused() {
                 match i {
                     0 => app.delete(&format!("/v1/users/{user}")).await,
                     1 => app.post("/v1/magic_links", json!({"user_id": user})).await,
-                    _ => {
-                        app.post("/v1/sessions", json!({
-                            "user_id": user, "session_duration_minutes": 60,
-                            "authentication_factors": [{"type": "password", "delivery_method": "knowledge"}],
-                        }))
-                        .await
-                    }
+                    _ => app.start_session(&user, 60).await,
                 }
             }
         })
@@ -404,17 +398,7 @@ async fn the_session_limit_holds_under_concurrent_starts() {
             let user = user.clone();
             move |app, _| {
                 let user = user.clone();
-                async move {
-                    app.post(
-                        "/v1/sessions",
-                        json!({
-                            "user_id": user,
-                            "session_duration_minutes": 60,
-                            "authentication_factors": [{"type": "password", "delivery_method": "knowledge"}],
-                        }),
-                    )
-                    .await
-                }
+                async move { app.start_session(&user, 60).await }
             }
         })
         .await;
@@ -427,15 +411,7 @@ async fn the_session_limit_holds_under_concurrent_starts() {
                     .to_string()
             })
             .collect();
-        let live = |body: &Value| -> Vec<String> {
-            body["sessions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s["session_id"].as_str().unwrap().to_string())
-                .collect()
-        };
-        let listed = live(app.get(&format!("/v1/sessions?user_id={user}")).await.ok());
+        let listed = app.live_session_ids(&user).await;
         assert!(
             (LIMIT..LIMIT + STARTS).contains(&listed.len()),
             "trial {trial}: {} live",
@@ -469,7 +445,7 @@ async fn the_session_limit_holds_under_concurrent_starts() {
         }
         // One more start, alone: exactly the limit again.
         let last = app.session_for(&user, 60).await;
-        let listed = live(app.get(&format!("/v1/sessions?user_id={user}")).await.ok());
+        let listed = app.live_session_ids(&user).await;
         assert_eq!(listed.len(), LIMIT, "trial {trial}");
         assert!(listed.contains(&last["session"]["session_id"].as_str().unwrap().to_string()));
     }

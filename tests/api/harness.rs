@@ -433,17 +433,31 @@ impl TestApp {
     }
 
     pub async fn session_for(&self, user_id: &str, minutes: i64) -> Value {
-        let r = self
-            .post(
-                "/v1/sessions",
-                serde_json::json!({
-                    "user_id": user_id,
-                    "session_duration_minutes": minutes,
-                    "authentication_factors": [{"type": "password", "delivery_method": "knowledge"}],
-                }),
-            )
-            .await;
-        r.ok().clone()
+        self.start_session(user_id, minutes).await.ok().clone()
+    }
+
+    /// `POST /v1/sessions` for `user_id` with a password factor, answered as it comes.
+    pub async fn start_session(&self, user_id: &str, minutes: i64) -> Response {
+        self.post(
+            "/v1/sessions",
+            serde_json::json!({
+                "user_id": user_id,
+                "session_duration_minutes": minutes,
+                "authentication_factors": [{"type": "password", "delivery_method": "knowledge"}],
+            }),
+        )
+        .await
+    }
+
+    /// The ids of `user_id`'s live sessions, newest first (`GET /v1/sessions`).
+    pub async fn live_session_ids(&self, user_id: &str) -> Vec<String> {
+        let r = self.get(&format!("/v1/sessions?user_id={user_id}")).await;
+        r.ok()["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["session_id"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 

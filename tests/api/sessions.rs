@@ -524,17 +524,6 @@ async fn an_idle_end_read_on_another_instance_waits_for_touches_not_yet_written(
         .error(404, "session_not_found");
 }
 
-/// Live session ids of `user`, newest first.
-async fn live_ids(app: &TestApp, user: &str) -> Vec<Value> {
-    let r = app.get(&format!("/v1/sessions?user_id={user}")).await;
-    r.ok()["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["session_id"].clone())
-        .collect()
-}
-
 #[tokio::test]
 async fn starting_past_the_session_limit_ends_the_oldest() {
     let app = TestApp::with_max_sessions_per_user(3).await;
@@ -546,9 +535,9 @@ async fn starting_past_the_session_limit_ends_the_oldest() {
         started.push(app.session_for(&user, 60).await);
         app.advance(1);
     }
-    let id = |s: &Value| s["session"]["session_id"].clone();
+    let id = |s: &Value| s["session"]["session_id"].as_str().unwrap().to_string();
     assert_eq!(
-        live_ids(&app, &user).await,
+        app.live_session_ids(&user).await,
         vec![id(&started[4]), id(&started[3]), id(&started[2])],
         "the newest three are kept"
     );
@@ -579,8 +568,8 @@ async fn starting_past_the_session_limit_ends_the_oldest() {
     assert_eq!(
         events,
         vec![
-            (id(&started[0]), json!("session_limit")),
-            (id(&started[1]), json!("session_limit")),
+            (json!(id(&started[0])), json!("session_limit")),
+            (json!(id(&started[1])), json!("session_limit")),
         ]
     );
 
@@ -590,7 +579,7 @@ async fn starting_past_the_session_limit_ends_the_oldest() {
         app.authenticate(json!({"session_token": s["session_token"]}))
             .await
             .ok();
-        let live = live_ids(&app, &user).await;
+        let live = app.live_session_ids(&user).await;
         assert_eq!(live.len(), 3, "{live:?}");
         assert!(live.contains(&id(&s)));
     }
